@@ -1,0 +1,1 @@
+"""decode: export messages (bytes) → record sets (numpy columns). No I/O in this package."""

@@ -1,0 +1,448 @@
+"""The decoder session: export messages in, record sets out, for all versions at once.
+
+One session holds the state that outlives a message: templates per exporter scope, data waiting
+for its template, sequence numbers, and what options data said. ``decode`` takes a whole batch of
+datagrams, walks their headers and sets (a short Python loop per message, never per record),
+gathers the data sets of each template, and decodes every template's records with one
+``np.frombuffer`` per batch.
+
+Bad input never raises out of ``decode``: every problem is counted in ``decode_errors_total``
+by kind and exporter, and logged at a limited rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flowscope.decode import ipfix, v9
+from flowscope.decode.options import OptionsState
+from flowscope.decode.records import RecordSet
+from flowscope.decode.sequence import SequenceTracker
+from flowscope.decode.templates import Template, TemplateStore
+from flowscope.decode.v5 import FORMATS as LEGACY_FORMATS
+from flowscope.decode.v5 import parse_header as parse_legacy_header
+from flowscope.metrics import Counters
+from flowscope.model import Datagram, ExporterTable
+
+log = logging.getLogger(__name__)
+
+_VERSION = struct.Struct("!H")
+_VARIABLE_LENGTH_LONG = 255
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    max_templates_per_exporter: int = 4096
+    pending_max_sets_per_exporter: int = 1024  # data sets held while their template is unknown
+    pending_max_age_ms: int = 60_000
+    error_log_interval_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the message header says, for every record of its sets."""
+
+    version: int
+    exporter: str
+    domain: int
+    export_time_ms: int
+    sys_uptime_ms: int
+    time_received_ms: int
+    header_sampling_interval: int = 0
+
+
+@dataclass(slots=True)
+class _Group:
+    """Data sets of one template gathered across a batch, decoded together at the end."""
+
+    template: Template
+    context: _Context  # of the first set; per-set values are in the lists below
+    chunks: list[bytes | memoryview] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    export_times: list[int] = field(default_factory=list)
+    uptimes: list[int] = field(default_factory=list)
+    received: list[int] = field(default_factory=list)
+    sampling: list[int] = field(default_factory=list)
+    order_starts: list[int] = field(default_factory=list)
+    variable: dict[int, list[bytes]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    context: _Context
+    template_id: int
+    body: bytes
+
+
+class DecoderSession:
+    """Stateful decoder for NetFlow v1/v5/v7/v9 and IPFIX messages from any number of exporters."""
+
+    def __init__(
+        self,
+        config: DecoderConfig | None = None,
+        counters: Counters | None = None,
+        exporters: ExporterTable | None = None,
+    ) -> None:
+        self.config = config or DecoderConfig()
+        self.counters = counters if counters is not None else Counters()
+        self.exporters = exporters if exporters is not None else ExporterTable()
+        self.templates = TemplateStore(self.config.max_templates_per_exporter)
+        self.options = OptionsState()
+        self.sequences = SequenceTracker()
+        self._pending: dict[str, deque[_Pending]] = {}
+        self._groups: dict[int, _Group] = {}
+        self._order = 0
+        self._tally: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._last_log_ms: dict[tuple[str, str], float] = {}
+
+    # ------------------------------------------------------------------ public
+    def decode(self, datagrams: Sequence[Datagram]) -> list[RecordSet]:
+        """Decode a batch of datagrams; returns data and options record sets in template order."""
+        self._groups = {}
+        self._order = 0
+        for datagram in datagrams:
+            self._message(datagram)
+        record_sets = [self._finish(group) for group in self._groups.values()]
+        self._groups = {}
+        for records in record_sets:
+            if records.is_options:
+                self.options.learn(records)
+            self._count(
+                "decode_records_total", len(records), exporter=records.exporter,
+                kind="options" if records.is_options else "data",
+            )
+        self._flush_tally()
+        return record_sets
+
+    # --------------------------------------------------------------- messages
+    def _message(self, datagram: Datagram) -> None:
+        payload = datagram.payload
+        exporter = datagram.exporter
+        if len(payload) < 4:
+            self._error(exporter, "truncated", f"{len(payload)}-byte datagram")
+            return
+        (version,) = _VERSION.unpack_from(payload)
+        self._count("decode_packets_total", exporter=exporter, version=str(version))
+        if version == 10:
+            self._ipfix(datagram)
+        elif version == 9:
+            self._v9(datagram)
+        elif version in LEGACY_FORMATS:
+            self._legacy(datagram, version)
+        else:
+            self._error(exporter, "unknown_version", f"version {version}")
+
+    def _legacy(self, datagram: Datagram, version: int) -> None:
+        fmt = LEGACY_FORMATS[version]
+        payload, exporter = datagram.payload, datagram.exporter
+        if len(payload) < fmt.header_length:
+            self._error(exporter, "truncated", f"v{version} header needs {fmt.header_length} bytes")
+            return
+        header = parse_legacy_header(fmt, payload)
+        available = (len(payload) - fmt.header_length) // fmt.record_length
+        count = header.count
+        if count > available:
+            self._error(exporter, "truncated", f"v{version} announces {count} records, {available} present")
+            count = available
+        elif len(payload) > fmt.header_length + count * fmt.record_length:
+            self._count("decode_ignored_bytes_total", len(payload) - fmt.header_length
+                        - count * fmt.record_length, exporter=exporter, kind="trailing")
+        if header.flow_sequence is not None:
+            lost = self.sequences.observe(exporter, version, header.domain, header.flow_sequence, header.count)
+            if lost:
+                self._count("decode_sequence_lost_total", lost, exporter=exporter, unit="records")
+        if count == 0:
+            return
+        context = _Context(version, exporter, header.domain, header.export_time_ms, header.sys_uptime_ms,
+                           datagram.time_received_ms, header.sampling_interval)
+        body = memoryview(payload)[fmt.header_length : fmt.header_length + count * fmt.record_length]
+        self._add_fixed(fmt.template, context, body, count)
+
+    def _v9(self, datagram: Datagram) -> None:
+        payload, exporter = datagram.payload, datagram.exporter
+        if len(payload) < v9.HEADER.size:
+            self._error(exporter, "truncated", "v9 header needs 20 bytes")
+            return
+        header = v9.parse_header(payload)
+        lost = self.sequences.observe(exporter, 9, header.source_id, header.sequence, 1)
+        if lost:
+            self._count("decode_sequence_lost_total", lost, exporter=exporter, unit="packets")
+        context = _Context(9, exporter, header.source_id, header.export_time_ms, header.sys_uptime_ms,
+                           datagram.time_received_ms)
+        self._sets(context, memoryview(payload)[v9.HEADER.size :])
+
+    def _ipfix(self, datagram: Datagram) -> None:
+        payload, exporter = datagram.payload, datagram.exporter
+        view = memoryview(payload)
+        offset = 0
+        while offset < len(view):
+            if len(view) - offset < ipfix.HEADER_LENGTH:
+                self._error(exporter, "truncated", f"IPFIX header needs 16 bytes, {len(view) - offset} left")
+                return
+            if offset and _VERSION.unpack_from(view, offset)[0] != 10:
+                self._count("decode_ignored_bytes_total", len(view) - offset, exporter=exporter,
+                            kind="trailing")
+                return
+            header = ipfix.parse_header(view, offset)
+            length = header.length
+            if length < ipfix.HEADER_LENGTH:
+                self._error(exporter, "bad_length", f"IPFIX message length {length} < 16")
+                return
+            if length > len(view) - offset:
+                self._error(exporter, "truncated",
+                            f"IPFIX message length {length}, {len(view) - offset} bytes present")
+                length = len(view) - offset
+            context = _Context(10, exporter, header.domain, header.export_time_ms, 0, datagram.time_received_ms)
+            records = self._sets(context, view[offset + ipfix.HEADER_LENGTH : offset + length])
+            if records is None:
+                self.sequences.forget(exporter, 10, header.domain)
+            else:
+                lost = self.sequences.observe(exporter, 10, header.domain, header.sequence, records)
+                if lost:
+                    self._count("decode_sequence_lost_total", lost, exporter=exporter, unit="records")
+            offset += length
+
+    # ------------------------------------------------------------------- sets
+    def _sets(self, context: _Context, body: memoryview) -> int | None:
+        """Walk the sets of one message; returns data records added (None if some were held)."""
+        offset, end = 0, len(body)
+        records: int | None = 0
+        ipfix_message = context.version == 10
+        while end - offset >= 4:
+            set_id, set_length = struct.unpack_from("!HH", body, offset)
+            if set_length < 4 or set_length > end - offset:
+                if not any(body[offset:]):
+                    self._count("decode_ignored_bytes_total", end - offset, exporter=context.exporter,
+                                kind="zero_fill")
+                else:
+                    self._error(context.exporter, "set_length",
+                                f"set {set_id} length {set_length} at offset {offset}, {end - offset} left",
+                                context)
+                return records
+            set_body = body[offset + 4 : offset + set_length]
+            offset += set_length
+            if set_id >= 256:
+                added = self._data_set(context, set_id, set_body)
+                records = None if added is None or records is None else records + added
+            elif ipfix_message and set_id in (ipfix.TEMPLATE_SET_ID, ipfix.OPTIONS_TEMPLATE_SET_ID):
+                self._ipfix_templates(context, set_id, set_body)
+            elif not ipfix_message and set_id in (v9.TEMPLATE_SET_ID, v9.OPTIONS_TEMPLATE_SET_ID):
+                self._v9_templates(context, set_id, set_body)
+            else:
+                self._error(context.exporter, "set_id_reserved", f"set id {set_id}", context)
+        if offset != end:
+            self._count("decode_ignored_bytes_total", end - offset, exporter=context.exporter, kind="padding")
+        return records
+
+    def _v9_templates(self, context: _Context, set_id: int, body: memoryview) -> None:
+        if set_id == v9.TEMPLATE_SET_ID:
+            result = v9.parse_template_set(body)
+        else:
+            result = v9.parse_options_template_set(body)
+        for kind, detail in result.errors:
+            self._error(context.exporter, kind, detail, context)
+        for template in result.templates:
+            self._learn(context, template)
+
+    def _ipfix_templates(self, context: _Context, set_id: int, body: memoryview) -> None:
+        options = set_id == ipfix.OPTIONS_TEMPLATE_SET_ID
+        result = ipfix.parse_template_set(body, options=options)
+        for kind, detail in result.errors:
+            self._error(context.exporter, kind, detail, context)
+        for template_id in result.withdrawals:
+            if template_id == set_id:
+                removed = self.templates.withdraw_all(context.exporter, context.domain, options=options)
+            else:
+                removed = int(self.templates.withdraw(context.exporter, context.domain, template_id))
+            self._count("decode_templates_total", max(removed, 1) if removed else 1,
+                        exporter=context.exporter, event="withdrawn" if removed else "withdraw_unknown")
+        for template in result.templates:
+            self._learn(context, template)
+
+    def _learn(self, context: _Context, template: Template) -> None:
+        stored = self.templates.put(context.exporter, context.domain, template)
+        if not stored.accepted:
+            self._error(context.exporter, stored.reason,
+                        f"template {template.template_id} refused: limit "
+                        f"{self.config.max_templates_per_exporter} per exporter", context)
+            return
+        event = "refreshed" if stored.refreshed else "changed" if stored.changed else "new"
+        self._count("decode_templates_total", exporter=context.exporter, event=event)
+        if not stored.refreshed:
+            self._release_pending(context.exporter, context.domain, template.template_id)
+
+    # ------------------------------------------------------------------- data
+    def _data_set(self, context: _Context, template_id: int, body: memoryview) -> int | None:
+        template = self.templates.get(context.exporter, context.domain, template_id)
+        if template is None:
+            self._hold(context, template_id, body)
+            return None
+        if template.is_variable:
+            return self._add_variable(template, context, body)
+        length = template.fixed_length
+        if length == 0:
+            self._error(context.exporter, "zero_length_record",
+                        f"template {template_id} has only zero-length fields", context)
+            return 0
+        count = len(body) // length
+        if count:
+            self._add_fixed(template, context, body[: count * length], count)
+        return count
+
+    def _group(self, template: Template, context: _Context) -> _Group:
+        group = self._groups.get(id(template))
+        if group is None or group.template is not template:
+            group = _Group(template, context)
+            self._groups[id(template)] = group
+        return group
+
+    def _note_set(self, group: _Group, context: _Context, count: int) -> None:
+        group.counts.append(count)
+        group.export_times.append(context.export_time_ms)
+        group.uptimes.append(context.sys_uptime_ms)
+        group.received.append(context.time_received_ms)
+        group.sampling.append(context.header_sampling_interval)
+        group.order_starts.append(self._order)
+        self._order += count
+
+    def _add_fixed(self, template: Template, context: _Context, body: memoryview, count: int) -> None:
+        group = self._group(template, context)
+        group.chunks.append(body)
+        self._note_set(group, context, count)
+
+    def _add_variable(self, template: Template, context: _Context, body: memoryview) -> int:
+        """Walk records with variable-length fields one by one (RFC 7011 §7): the slow path."""
+        fields = template.fields
+        fixed_parts: list[bytes | memoryview] = []
+        values: dict[int, list[bytes]] = {p: [] for p in template.variable_index}
+        offset, end, count = 0, len(body), 0
+        minimum = template.min_record_length
+        while end - offset >= max(minimum, 1):
+            start = offset
+            record_fixed: list[memoryview] = []
+            record_values: list[tuple[int, bytes]] = []
+            try:
+                for position, spec in enumerate(fields):
+                    if spec.is_variable:
+                        length = body[offset]
+                        offset += 1
+                        if length == _VARIABLE_LENGTH_LONG:
+                            (length,) = struct.unpack_from("!H", body, offset)
+                            offset += 2
+                        if offset + length > end:
+                            raise IndexError
+                        record_values.append((position, bytes(body[offset : offset + length])))
+                    else:
+                        if offset + spec.length > end:
+                            raise IndexError
+                        record_fixed.append(body[offset : offset + spec.length])
+                    offset += spec.length if not spec.is_variable else length
+            except (IndexError, struct.error):
+                if any(body[start:]):
+                    self._error(context.exporter, "record_truncated",
+                                f"variable-length record of template {template.template_id} overruns its set",
+                                context)
+                break
+            fixed_parts.extend(record_fixed)
+            for position, value in record_values:
+                values[position].append(value)
+            count += 1
+        if count:
+            group = self._group(template, context)
+            if group.variable is None:
+                group.variable = {p: [] for p in template.variable_index}
+            for position, column in values.items():
+                group.variable[position].extend(column)
+            group.chunks.append(b"".join(fixed_parts))
+            self._note_set(group, context, count)
+        return count
+
+    def _finish(self, group: _Group) -> RecordSet:
+        template = group.template
+        counts = np.asarray(group.counts, dtype=np.int64)
+        total = int(counts.sum())
+        if template.fixed_length:
+            buffer = group.chunks[0] if len(group.chunks) == 1 else b"".join(group.chunks)
+            fixed = np.frombuffer(buffer, dtype=template.fixed_dtype, count=total)
+        else:
+            fixed = np.zeros(total, dtype=template.fixed_dtype)
+        starts = np.repeat(np.asarray(group.order_starts, dtype=np.int64) - np.cumsum(counts) + counts, counts)
+        order = starts + np.arange(total, dtype=np.int64)
+        context = group.context
+        sampling = None
+        if context.version == 5:
+            sampling = np.repeat(np.asarray(group.sampling, dtype=np.uint32), counts)
+        return RecordSet(
+            template=template,
+            exporter=context.exporter,
+            domain=context.domain,
+            version=context.version,
+            fixed=fixed,
+            variable=group.variable or {},
+            export_time_ms=np.repeat(np.asarray(group.export_times, dtype=np.int64), counts),
+            sys_uptime_ms=np.repeat(np.asarray(group.uptimes, dtype=np.int64), counts),
+            time_received_ms=np.repeat(np.asarray(group.received, dtype=np.int64), counts),
+            order=order,
+            header_sampling_interval=sampling,
+            exporter_index=self.exporters.index_of(context.exporter, context.domain),
+        )
+
+    # ---------------------------------------------------------------- pending
+    def _hold(self, context: _Context, template_id: int, body: memoryview) -> None:
+        queue = self._pending.setdefault(context.exporter, deque())
+        self._expire(context.exporter, queue, context.time_received_ms)
+        if len(queue) >= self.config.pending_max_sets_per_exporter:
+            queue.popleft()
+            self._count("decode_pending_dropped_total", exporter=context.exporter, reason="overflow")
+        queue.append(_Pending(context, template_id, bytes(body)))
+        self._count("decode_pending_sets_total", exporter=context.exporter)
+
+    def _expire(self, exporter: str, queue: deque[_Pending], now_ms: int) -> None:
+        limit = now_ms - self.config.pending_max_age_ms
+        while queue and queue[0].context.time_received_ms < limit:
+            queue.popleft()
+            self._count("decode_pending_dropped_total", exporter=exporter, reason="expired")
+
+    def _release_pending(self, exporter: str, domain: int, template_id: int) -> None:
+        queue = self._pending.get(exporter)
+        if not queue:
+            return
+        ready = [p for p in queue if p.template_id == template_id and p.context.domain == domain]
+        if not ready:
+            return
+        self._pending[exporter] = deque(
+            p for p in queue if not (p.template_id == template_id and p.context.domain == domain)
+        )
+        for pending in ready:
+            self._count("decode_pending_released_total", exporter=exporter)
+            self._data_set(pending.context, template_id, memoryview(pending.body))
+
+    def pending_sets(self) -> int:
+        return sum(len(q) for q in self._pending.values())
+
+    # --------------------------------------------------------------- counting
+    def _count(self, name: str, value: int = 1, **labels: str) -> None:
+        self._tally[(name, tuple(sorted(labels.items())))] += value
+
+    def _flush_tally(self) -> None:
+        for (name, labels), value in self._tally.items():
+            self.counters.add(name, value, **dict(labels))
+        self._tally.clear()
+
+    def _error(self, exporter: str, kind: str, detail: str, context: _Context | None = None) -> None:
+        self._count("decode_errors_total", exporter=exporter, kind=kind)
+        now = time.monotonic() * 1000
+        key = (exporter, kind)
+        if now - self._last_log_ms.get(key, -1e18) >= self.config.error_log_interval_ms:
+            self._last_log_ms[key] = now
+            where = f"exporter={exporter}"
+            if context is not None:
+                where += f" version={context.version} domain={context.domain}"
+            log.warning("decode error %s: %s (%s)", kind, detail, where)

@@ -1,0 +1,61 @@
+"""Counters: everything that moves gets one.
+
+A ``Counters`` object holds monotonically increasing integers keyed by a metric name and a tuple
+of label values. It is cheap enough to touch once per packet (never once per flow) and is read by
+the CLI summaries and, later, by the Prometheus endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+LabelValues = tuple[str, ...]
+
+
+class Counters:
+    """A thread-safe family of labelled counters."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, LabelValues], int] = {}
+        self._label_names: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, value: int = 1, **labels: str) -> None:
+        """Add ``value`` to counter ``name`` with the given labels (names sorted for a stable key)."""
+        label_names = tuple(sorted(labels))
+        key = (name, tuple(str(labels[n]) for n in label_names))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0) + value
+            self._label_names.setdefault(name, label_names)
+
+    def get(self, name: str, **labels: str) -> int:
+        """The value of one counter series (0 if it never moved)."""
+        label_names = tuple(sorted(labels))
+        key = (name, tuple(str(labels[n]) for n in label_names))
+        with self._lock:
+            return self._values.get(key, 0)
+
+    def total(self, name: str, **match: str) -> int:
+        """Sum over every series of ``name`` whose labels include ``match``."""
+        result = 0
+        for labels, value in self.series(name):
+            if all(labels.get(k) == v for k, v in match.items()):
+                result += value
+        return result
+
+    def series(self, name: str) -> Iterator[tuple[dict[str, str], int]]:
+        """Every series of one counter as (labels, value)."""
+        with self._lock:
+            items = [(k, v) for k, v in self._values.items() if k[0] == name]
+            label_names = self._label_names.get(name, ())
+        for (_, values), value in items:
+            yield dict(zip(label_names, values, strict=True)), value
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted({k[0] for k in self._values})
+
+    def snapshot(self) -> dict[str, list[tuple[dict[str, str], int]]]:
+        """A copy of everything, for reports and tests."""
+        return {name: list(self.series(name)) for name in self.names()}

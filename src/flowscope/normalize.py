@@ -1,0 +1,322 @@
+"""normalize: record sets of any version → one ``FlowBatch`` of canonical columns.
+
+Each template is planned once (which field feeds which column, which time encoding it uses) and
+every record set is then converted with a handful of numpy operations. Times become absolute UTC
+milliseconds; packets and bytes are multiplied by the sampling rate the exporter announced; IPv4
+addresses become IPv4-mapped IPv6; RFC 5103 biflow records become two unidirectional flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from flowscope.decode.options import OptionsState, sampler_ids, sampling_rates
+from flowscope.decode.records import RecordSet
+from flowscope.decode.templates import Template
+from flowscope.metrics import Counters
+from flowscope.model import FLOW_COLUMNS, FlowBatch, ipv4_to_mapped
+
+REVERSE_PEN = 29305
+NTP_UNIX_OFFSET_S = 2_208_988_800
+_UPTIME_MODULO = 1 << 32
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeConfig:
+    apply_sampling: bool = True  # multiply packets/bytes by the announced 1-in-N rate
+    split_biflows: bool = True  # RFC 5103 records → forward flow + reverse flow
+    preserve_order: bool = True  # rows in arrival order (else grouped by template)
+
+
+# Candidate element ids per column, in order of preference (IANA ids, pen 0).
+_CANDIDATES: dict[str, tuple[int, ...]] = {
+    "src_v4": (8,),
+    "dst_v4": (12,),
+    "src_v6": (27,),
+    "dst_v6": (28,),
+    "src_port": (7, 180, 182),  # sourceTransportPort, udp/tcpSourcePort
+    "dst_port": (11, 181, 183),
+    "protocol": (4,),
+    "tcp_flags": (6,),
+    "tos": (5,),
+    "packets": (2, 86, 24, 298),  # packetDelta, packetTotal, postPacketDelta, initiatorPackets
+    "bytes": (1, 85, 23, 231),  # octetDelta, octetTotal, postOctetDelta, initiatorOctets
+    "in_if": (10, 252),
+    "out_if": (14, 253),
+    "src_as": (16,),
+    "dst_as": (17,),
+    "icmp_type_code": (32, 139),
+    "icmp_type": (176, 178),
+    "icmp_code": (177, 179),
+    "start_ms": (152,),
+    "end_ms": (153,),
+    "start_s": (150,),
+    "end_s": (151,),
+    "start_us": (154,),
+    "end_us": (155,),
+    "start_ns": (156,),
+    "end_ns": (157,),
+    "start_delta_us": (158,),
+    "end_delta_us": (159,),
+    "start_uptime": (22,),
+    "end_uptime": (21,),
+    "system_init_ms": (160,),
+    "duration_ms": (161,),
+    "duration_us": (162,),
+}
+_REVERSE_CANDIDATES = {"rev_packets": (2, 86), "rev_bytes": (1, 85), "rev_tcp_flags": (6,)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    positions: dict[str, int]
+
+    def get(self, name: str) -> int | None:
+        return self.positions.get(name)
+
+
+def _plan(template: Template) -> _Plan:
+    plan = template.plans.get("normalize")
+    if isinstance(plan, _Plan):
+        return plan
+    positions: dict[str, int] = {}
+    for name, candidates in _CANDIDATES.items():
+        for element in candidates:
+            position = template.field_position(0, element)
+            if position is not None and template.fields[position].length <= 16:
+                positions[name] = position
+                break
+    for name, candidates in _REVERSE_CANDIDATES.items():
+        for element in candidates:
+            position = template.field_position(REVERSE_PEN, element)
+            if position is not None:
+                positions[name] = position
+                break
+    plan = _Plan(positions)
+    template.plans["normalize"] = plan
+    return plan
+
+
+class _Fields:
+    """The planned fields of one record set, read as unsigned integers by column name."""
+
+    def __init__(self, records: RecordSet, plan: _Plan) -> None:
+        self.records = records
+        self.plan = plan
+
+    def get(self, name: str) -> npt.NDArray[np.uint64] | None:
+        position = self.plan.get(name)
+        if position is None or not self.records.has(position):
+            return None
+        return self.records.unsigned(position)
+
+    def has(self, name: str) -> bool:
+        return name in self.plan.positions
+
+
+def _ntp_to_ms(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    seconds = (values >> np.uint64(32)).astype(np.int64) - NTP_UNIX_OFFSET_S
+    fraction_ms = ((values & np.uint64(0xFFFFFFFF)) * np.uint64(1000)) >> np.uint64(32)
+    return seconds * 1000 + fraction_ms.astype(np.int64)
+
+
+class Normalizer:
+    """Turns decoded record sets into FlowBatches (no state of its own but the options it reads)."""
+
+    def __init__(self, config: NormalizeConfig | None, options: OptionsState, counters: Counters | None = None):
+        self.config = config or NormalizeConfig()
+        self.options = options
+        self.counters = counters if counters is not None else Counters()
+
+    def normalize(self, record_sets: list[RecordSet]) -> FlowBatch:
+        parts: list[FlowBatch] = []
+        orders: list[npt.NDArray[np.int64]] = []
+        for records in record_sets:
+            if records.is_options or len(records) == 0:
+                continue
+            batch, order = self._convert(records)
+            parts.append(batch)
+            orders.append(order)
+        if not parts:
+            return FlowBatch.empty()
+        batch = FlowBatch.concat(parts)
+        if self.config.preserve_order and len(parts) > 1:
+            batch = batch.take(np.argsort(np.concatenate(orders), kind="stable"))
+        return batch
+
+    # ---------------------------------------------------------------- columns
+    def _convert(self, records: RecordSet) -> tuple[FlowBatch, npt.NDArray[np.int64]]:
+        plan = _plan(records.template)
+        fields = _Fields(records, plan)
+        count = len(records)
+
+        def integer(name: str, dtype: type) -> npt.NDArray:
+            values = fields.get(name)
+            return np.zeros(count, dtype) if values is None else values.astype(dtype)
+
+        columns: dict[str, npt.NDArray] = {
+            "time_received": records.time_received_ms,
+            "exporter": np.full(count, records.exporter_index, np.uint32),
+            "src_addr": self._address(records, plan, "src"),
+            "dst_addr": self._address(records, plan, "dst"),
+            "src_port": integer("src_port", np.uint16),
+            "dst_port": integer("dst_port", np.uint16),
+            "protocol": integer("protocol", np.uint8),
+            "tcp_flags": integer("tcp_flags", np.uint8),  # tcpControlBits may be 2 bytes: low 8 = flags
+            "tos": integer("tos", np.uint8),
+            "in_if": integer("in_if", np.uint32),
+            "out_if": integer("out_if", np.uint32),
+            "src_as": integer("src_as", np.uint32),
+            "dst_as": integer("dst_as", np.uint32),
+        }
+        self._icmp(columns, fields)
+        columns["time_start"], columns["time_end"] = self._times(records, fields)
+        rate = self._sampling(records)
+        columns["sampling_rate"] = rate.astype(np.uint32)
+        packets = fields.get("packets")
+        octets = fields.get("bytes")
+        multiplier = rate if self.config.apply_sampling else np.ones(count, np.uint64)
+        columns["packets"] = (np.zeros(count, np.uint64) if packets is None else packets) * multiplier
+        columns["bytes"] = (np.zeros(count, np.uint64) if octets is None else octets) * multiplier
+        batch = FlowBatch({name: columns[name] for name in FLOW_COLUMNS})
+        # Orders are doubled so that a biflow's reverse half sorts right after its forward half.
+        order = records.order * 2
+        if self.config.split_biflows and (fields.has("rev_packets") or fields.has("rev_bytes")):
+            return self._with_reverse(batch, order, fields, multiplier)
+        return batch, order
+
+    @staticmethod
+    def _address(records: RecordSet, plan: _Plan, side: str) -> npt.NDArray:
+        v4 = plan.get(f"{side}_v4")
+        v6 = plan.get(f"{side}_v6")
+        if v4 is not None and records.template.fields[v4].length == 4:
+            return ipv4_to_mapped(records.unsigned(v4).astype(np.uint32))
+        if v6 is not None and records.template.fields[v6].length == 16:
+            return np.ascontiguousarray(records.raw(v6)).view("S16").reshape(-1)
+        return np.zeros(len(records), "S16")
+
+    @staticmethod
+    def _icmp(columns: dict[str, npt.NDArray], fields: _Fields) -> None:
+        """ICMP type and code go into the destination port (type * 256 + code), as nfdump does."""
+        get = fields.get
+        icmp = np.isin(columns["protocol"], (1, 58))
+        if not icmp.any():
+            return
+        type_code = get("icmp_type_code")
+        if type_code is None:
+            icmp_type, icmp_code = get("icmp_type"), get("icmp_code")
+            if icmp_type is None:
+                return
+            type_code = (icmp_type << np.uint64(8)) | (icmp_code if icmp_code is not None else np.uint64(0))
+        use = icmp & (columns["dst_port"] == 0)
+        columns["dst_port"] = np.where(use, type_code.astype(np.uint16), columns["dst_port"])
+
+    def _times(self, records: RecordSet, fields: _Fields) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        get = fields.get
+        export_ms = records.export_time_ms
+
+        def absolute(side: str) -> npt.NDArray[np.int64] | None:
+            value = get(f"{side}_ms")
+            if value is not None:
+                return value.astype(np.int64)
+            value = get(f"{side}_s")
+            if value is not None:
+                return value.astype(np.int64) * 1000
+            value = get(f"{side}_us")
+            if value is None:
+                value = get(f"{side}_ns")
+            if value is not None:
+                return _ntp_to_ms(value)
+            value = get(f"{side}_delta_us")
+            if value is not None:
+                return export_ms - (value // np.uint64(1000)).astype(np.int64)
+            value = get(f"{side}_uptime")
+            if value is not None:
+                return self._from_uptime(records, value, fields)
+            return None
+
+        start = absolute("start")
+        end = absolute("end")
+        duration = get("duration_ms")
+        if duration is None and (micro := get("duration_us")) is not None:
+            duration = micro // np.uint64(1000)
+        if duration is not None:
+            if start is not None and end is None:
+                end = start + duration.astype(np.int64)
+            elif end is not None and start is None:
+                start = end - duration.astype(np.int64)
+        if start is None and end is None:
+            return export_ms.copy(), export_ms.copy()
+        if start is None:
+            assert end is not None
+            start = end
+        if end is None:
+            end = start
+        return start, end
+
+    def _from_uptime(
+        self, records: RecordSet, value: npt.NDArray[np.uint64], fields: _Fields
+    ) -> npt.NDArray[np.int64]:
+        """sysUpTime-relative milliseconds → UTC ms.
+
+        NetFlow v5/v9: relative to the header's uptime and export time; the 32-bit counter wraps
+        every 49.7 days, so the difference is taken modulo 2**32. IPFIX: relative to
+        systemInitTimeMilliseconds, from the record or from options data.
+        """
+        if records.version == 10:
+            init = fields.get("system_init_ms")
+            if init is not None:
+                return init.astype(np.int64) + value.astype(np.int64)
+            state = self.options.get(records.exporter, records.domain)
+            if state is not None and state.system_init_ms is not None:
+                return value.astype(np.int64) + state.system_init_ms
+            self.counters.add("normalize_time_unknown_total", len(records), exporter=records.exporter)
+            return records.export_time_ms.copy()
+        behind = (records.sys_uptime_ms - value.astype(np.int64)) % _UPTIME_MODULO
+        return records.export_time_ms - behind
+
+    def _sampling(self, records: RecordSet) -> npt.NDArray[np.uint64]:
+        count = len(records)
+        rate = np.zeros(count, np.uint64)
+        own = sampling_rates(records)
+        if own is not None:
+            rate = own.astype(np.uint64)
+        state = self.options.get(records.exporter, records.domain)
+        if state is not None:
+            ids = sampler_ids(records)
+            if ids is not None and state.sampling_by_id:
+                for sampler, sampler_rate in state.sampling_by_id.items():
+                    rate = np.where((rate == 0) & (ids == sampler), np.uint64(sampler_rate), rate)
+            if state.default_sampling_rate:
+                rate = np.where(rate == 0, np.uint64(state.default_sampling_rate), rate)
+        if records.header_sampling_interval is not None:
+            rate = np.where(rate == 0, records.header_sampling_interval.astype(np.uint64), rate)
+        return np.maximum(rate, np.uint64(1))
+
+    @staticmethod
+    def _with_reverse(
+        batch: FlowBatch, order: npt.NDArray[np.int64], fields: _Fields, multiplier: npt.NDArray[np.uint64]
+    ) -> tuple[FlowBatch, npt.NDArray[np.int64]]:
+        get = fields.get
+        count = len(batch)
+        rev_packets = get("rev_packets")
+        rev_bytes = get("rev_bytes")
+        rev_packets = np.zeros(count, np.uint64) if rev_packets is None else rev_packets
+        rev_bytes = np.zeros(count, np.uint64) if rev_bytes is None else rev_bytes
+        present = (rev_packets > 0) | (rev_bytes > 0)
+        if not present.any():
+            return batch, order
+        reverse = batch.take(present)
+        swapped = dict(reverse.columns)
+        for a, b in (("src_addr", "dst_addr"), ("src_port", "dst_port"), ("in_if", "out_if"), ("src_as", "dst_as")):
+            swapped[a], swapped[b] = reverse.columns[b], reverse.columns[a]
+        swapped["packets"] = rev_packets[present] * multiplier[present]
+        swapped["bytes"] = rev_bytes[present] * multiplier[present]
+        flags = get("rev_tcp_flags")
+        if flags is not None:
+            swapped["tcp_flags"] = flags[present].astype(np.uint8)
+        reverse_batch = FlowBatch(swapped)
+        return FlowBatch.concat([batch, reverse_batch]), np.concatenate([order, order[present] + 1])
