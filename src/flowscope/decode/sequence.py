@@ -27,7 +27,10 @@ class SequenceTracker:
 
     def observe(self, exporter: str, version: int, domain: int, sequence: int, advance: int) -> int:
         """Record one message; returns the number of units newly found missing before it."""
-        state = self._states.setdefault((exporter, version, domain), SequenceState())
+        key = (exporter, version, domain)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = SequenceState()
         lost = 0
         if state.expected is not None and sequence != state.expected:
             gap = (sequence - state.expected) % _MODULO

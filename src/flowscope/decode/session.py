@@ -45,17 +45,21 @@ class DecoderConfig:
     error_log_interval_ms: int = 10_000
 
 
-@dataclass(frozen=True, slots=True)
 class _Context:
-    """What the message header says, for every record of its sets."""
+    """What the message header says, for every record of its sets (a plain class: made per message)."""
 
-    version: int
-    exporter: str
-    domain: int
-    export_time_ms: int
-    sys_uptime_ms: int
-    time_received_ms: int
-    header_sampling_interval: int = 0
+    __slots__ = ("domain", "export_time_ms", "exporter", "header_sampling_interval", "sys_uptime_ms",
+                 "time_received_ms", "version")
+
+    def __init__(self, version: int, exporter: str, domain: int, export_time_ms: int, sys_uptime_ms: int,
+                 time_received_ms: int, header_sampling_interval: int = 0) -> None:
+        self.version = version
+        self.exporter = exporter
+        self.domain = domain
+        self.export_time_ms = export_time_ms
+        self.sys_uptime_ms = sys_uptime_ms
+        self.time_received_ms = time_received_ms
+        self.header_sampling_interval = header_sampling_interval
 
 
 @dataclass(slots=True)
@@ -65,12 +69,7 @@ class _Group:
     template: Template
     context: _Context  # of the first set; per-set values are in the lists below
     chunks: list[bytes | memoryview] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    export_times: list[int] = field(default_factory=list)
-    uptimes: list[int] = field(default_factory=list)
-    received: list[int] = field(default_factory=list)
-    sampling: list[int] = field(default_factory=list)
-    order_starts: list[int] = field(default_factory=list)
+    sets: list[tuple[int, _Context, int]] = field(default_factory=list)  # (records, context, first order)
     variable: dict[int, list[bytes]] | None = None
 
 
@@ -100,6 +99,7 @@ class DecoderSession:
         self._groups: dict[int, _Group] = {}
         self._order = 0
         self._tally: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._packets: Counter[tuple[str, int]] = Counter()  # per message: kept apart from _tally for speed
         self._last_log_ms: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ public
@@ -129,7 +129,7 @@ class DecoderSession:
             self._error(exporter, "truncated", f"{len(payload)}-byte datagram")
             return
         (version,) = _VERSION.unpack_from(payload)
-        self._count("decode_packets_total", exporter=exporter, version=str(version))
+        self._packets[(exporter, version)] += 1
         if version == 10:
             self._ipfix(datagram)
         elif version == 9:
@@ -170,12 +170,11 @@ class DecoderSession:
         if len(payload) < v9.HEADER.size:
             self._error(exporter, "truncated", "v9 header needs 20 bytes")
             return
-        header = v9.parse_header(payload)
-        lost = self.sequences.observe(exporter, 9, header.source_id, header.sequence, 1)
+        _, _, uptime_ms, export_s, sequence, source_id = v9.HEADER.unpack_from(payload)
+        lost = self.sequences.observe(exporter, 9, source_id, sequence, 1)
         if lost:
             self._count("decode_sequence_lost_total", lost, exporter=exporter, unit="packets")
-        context = _Context(9, exporter, header.source_id, header.export_time_ms, header.sys_uptime_ms,
-                           datagram.time_received_ms)
+        context = _Context(9, exporter, source_id, export_s * 1000, uptime_ms, datagram.time_received_ms)
         self._sets(context, memoryview(payload)[v9.HEADER.size :])
 
     def _ipfix(self, datagram: Datagram) -> None:
@@ -293,7 +292,12 @@ class DecoderSession:
             return 0
         count = len(body) // length
         if count:
-            self._add_fixed(template, context, body[: count * length], count)
+            group = self._groups.get(id(template))
+            if group is None or group.template is not template:
+                group = self._groups[id(template)] = _Group(template, context)
+            group.chunks.append(body[: count * length])
+            group.sets.append((count, context, self._order))
+            self._order += count
         return count
 
     def _group(self, template: Template, context: _Context) -> _Group:
@@ -304,12 +308,7 @@ class DecoderSession:
         return group
 
     def _note_set(self, group: _Group, context: _Context, count: int) -> None:
-        group.counts.append(count)
-        group.export_times.append(context.export_time_ms)
-        group.uptimes.append(context.sys_uptime_ms)
-        group.received.append(context.time_received_ms)
-        group.sampling.append(context.header_sampling_interval)
-        group.order_starts.append(self._order)
+        group.sets.append((count, context, self._order))
         self._order += count
 
     def _add_fixed(self, template: Template, context: _Context, body: memoryview, count: int) -> None:
@@ -366,19 +365,23 @@ class DecoderSession:
 
     def _finish(self, group: _Group) -> RecordSet:
         template = group.template
-        counts = np.asarray(group.counts, dtype=np.int64)
+        sets = group.sets
+        counts = np.fromiter((s[0] for s in sets), np.int64, len(sets))
         total = int(counts.sum())
         if template.fixed_length:
             buffer = group.chunks[0] if len(group.chunks) == 1 else b"".join(group.chunks)
             fixed = np.frombuffer(buffer, dtype=template.fixed_dtype, count=total)
         else:
             fixed = np.zeros(total, dtype=template.fixed_dtype)
-        starts = np.repeat(np.asarray(group.order_starts, dtype=np.int64) - np.cumsum(counts) + counts, counts)
-        order = starts + np.arange(total, dtype=np.int64)
+        order_starts = np.fromiter((s[2] for s in sets), np.int64, len(sets))
+        order = np.repeat(order_starts - np.cumsum(counts) + counts, counts) + np.arange(total, dtype=np.int64)
+
+        def per_record(attribute: str, dtype: type) -> np.ndarray:
+            values = np.fromiter((getattr(s[1], attribute) for s in sets), dtype, len(sets))
+            return np.repeat(values, counts)
+
         context = group.context
-        sampling = None
-        if context.version == 5:
-            sampling = np.repeat(np.asarray(group.sampling, dtype=np.uint32), counts)
+        sampling = per_record("header_sampling_interval", np.uint32) if context.version == 5 else None
         return RecordSet(
             template=template,
             exporter=context.exporter,
@@ -386,9 +389,9 @@ class DecoderSession:
             version=context.version,
             fixed=fixed,
             variable=group.variable or {},
-            export_time_ms=np.repeat(np.asarray(group.export_times, dtype=np.int64), counts),
-            sys_uptime_ms=np.repeat(np.asarray(group.uptimes, dtype=np.int64), counts),
-            time_received_ms=np.repeat(np.asarray(group.received, dtype=np.int64), counts),
+            export_time_ms=per_record("export_time_ms", np.int64),
+            sys_uptime_ms=per_record("sys_uptime_ms", np.int64),
+            time_received_ms=per_record("time_received_ms", np.int64),
             order=order,
             header_sampling_interval=sampling,
             exporter_index=self.exporters.index_of(context.exporter, context.domain),
@@ -432,6 +435,9 @@ class DecoderSession:
         self._tally[(name, tuple(sorted(labels.items())))] += value
 
     def _flush_tally(self) -> None:
+        for (exporter, version), value in self._packets.items():
+            self.counters.add("decode_packets_total", value, exporter=exporter, version=str(version))
+        self._packets.clear()
         for (name, labels), value in self._tally.items():
             self.counters.add(name, value, **dict(labels))
         self._tally.clear()

@@ -8,7 +8,7 @@ templates cannot exhaust memory, it gets counted instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -108,8 +108,7 @@ def compile_template(template: Template) -> Template:
     return template
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateKey:
+class TemplateKey(NamedTuple):
     exporter: str
     domain: int
     template_id: int
@@ -128,11 +127,11 @@ class TemplateStore:
 
     def __init__(self, max_templates_per_exporter: int = 4096) -> None:
         self.max_templates_per_exporter = max_templates_per_exporter
-        self._templates: dict[TemplateKey, Template] = {}
+        self._templates: dict[tuple[str, int, int], Template] = {}
         self._per_exporter: dict[str, int] = {}
 
     def get(self, exporter: str, domain: int, template_id: int) -> Template | None:
-        return self._templates.get(TemplateKey(exporter, domain, template_id))
+        return self._templates.get((exporter, domain, template_id))
 
     def put(self, exporter: str, domain: int, template: Template) -> StoreResult:
         key = TemplateKey(exporter, domain, template.template_id)
@@ -159,14 +158,14 @@ class TemplateStore:
         keys = [
             k
             for k, t in self._templates.items()
-            if k.exporter == exporter and k.domain == domain and t.is_options == options
+            if k[0] == exporter and k[1] == domain and t.is_options == options
         ]
         for key in keys:
-            self.withdraw(key.exporter, key.domain, key.template_id)
+            self.withdraw(*key)
         return len(keys)
 
     def templates_of(self, exporter: str | None = None) -> list[tuple[TemplateKey, Template]]:
-        return [(k, t) for k, t in self._templates.items() if exporter is None or k.exporter == exporter]
+        return [(TemplateKey(*k), t) for k, t in self._templates.items() if exporter is None or k[0] == exporter]
 
     def __len__(self) -> int:
         return len(self._templates)
