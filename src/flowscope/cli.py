@@ -61,7 +61,7 @@ def _summary(counters: Counters, flows: int, packets: int, octets: int, exporter
         "packets": packets,
         "bytes": octets,
         "datagrams": counters.total("decode_packets_total"),
-        "exporters": [{"address": a, "domain": d} for a, d in exporters.keys()],
+        "exporters": [{"address": a, "domain": d} for a, d in exporters.entries()],
         "records": {
             "data": counters.total("decode_records_total", kind="data"),
             "options": counters.total("decode_records_total", kind="options"),

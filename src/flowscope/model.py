@@ -137,5 +137,5 @@ class ExporterTable:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def keys(self) -> list[tuple[str, int]]:
+    def entries(self) -> list[tuple[str, int]]:
         return list(self._keys)

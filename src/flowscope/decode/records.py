@@ -61,7 +61,8 @@ class RecordSet:
             # Wider than an integer: keep the low 8 bytes (never used for counters in practice).
             column = column[:, -8:]
         weights = np.uint64(256) ** np.arange(column.shape[1] - 1, -1, -1, dtype=np.uint64)
-        return (column.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        combined: npt.NDArray[np.uint64] = (column.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        return combined
 
     def values(self, position: int) -> list[bytes]:
         """Any field as bytes per record (slow path: output formatting and tests only)."""

@@ -241,10 +241,7 @@ class DecoderSession:
         return records
 
     def _v9_templates(self, context: _Context, set_id: int, body: memoryview) -> None:
-        if set_id == v9.TEMPLATE_SET_ID:
-            result = v9.parse_template_set(body)
-        else:
-            result = v9.parse_options_template_set(body)
+        result = v9.parse_template_set(body) if set_id == v9.TEMPLATE_SET_ID else v9.parse_options_template_set(body)
         for kind, detail in result.errors:
             self._error(context.exporter, kind, detail, context)
         for template in result.templates:
@@ -377,7 +374,7 @@ class DecoderSession:
         order = np.repeat(order_starts - np.cumsum(counts) + counts, counts) + np.arange(total, dtype=np.int64)
 
         def per_record(attribute: str, dtype: type) -> np.ndarray:
-            values = np.fromiter((getattr(s[1], attribute) for s in sets), dtype, len(sets))
+            values: np.ndarray = np.fromiter((getattr(s[1], attribute) for s in sets), dtype, len(sets))
             return np.repeat(values, counts)
 
         context = group.context

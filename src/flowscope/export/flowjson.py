@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowscope.export.text import Address, Literal, Number, Piece, render_rows
-from flowscope.model import FlowBatch, ExporterTable, ipv4_to_mapped
+from flowscope.model import ExporterTable, FlowBatch, ipv4_to_mapped
 
 # Output key order: time, who exported, the 5-tuple, counters, interfaces and AS, sampling.
 _NUMBER_KEYS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos", "packets", "bytes",
@@ -22,21 +22,21 @@ _NUMBER_KEYS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos", "packets
 
 def exporter_columns(batch: FlowBatch, exporters: ExporterTable) -> tuple[npt.NDArray, npt.NDArray]:
     """Exporter address (16 bytes) and domain per flow, from the exporter index column."""
-    keys = exporters.keys()
+    keys = exporters.entries()
     addresses = np.zeros(max(len(keys), 1), "S16")
     domains = np.zeros(max(len(keys), 1), np.uint64)
     for index, (address, domain) in enumerate(keys):
         try:
-            parsed = ipaddress.ip_address(address)
+            parsed: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
         except ValueError:
-            parsed = ipaddress.ip_address("0.0.0.0")
+            parsed = ipaddress.IPv4Address(0)
         if parsed.version == 4:
             addresses[index] = ipv4_to_mapped(np.array([int(parsed)], np.uint32))[0]
         else:
             addresses[index] = parsed.packed
         domains[index] = domain
-    index = batch["exporter"].astype(np.intp)
-    return addresses[index], domains[index]
+    rows = batch["exporter"].astype(np.intp)
+    return addresses[rows], domains[rows]
 
 
 def encode_flows(batch: FlowBatch, exporters: ExporterTable, *, padded: bool = False) -> bytes:
@@ -64,4 +64,5 @@ def encode_flows(batch: FlowBatch, exporters: ExporterTable, *, padded: bool = F
 
 def _non_negative(values: npt.NDArray) -> npt.NDArray:
     # Times before 1970 cannot come from a sane exporter; print them as 0 rather than wrap.
-    return np.maximum(values, 0).astype(np.uint64)
+    result: npt.NDArray = np.maximum(values, 0).astype(np.uint64)
+    return result

@@ -8,6 +8,7 @@ batches only, so lines are never cut) and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -123,10 +124,8 @@ class JsonServer:
 
     def _wake(self) -> None:
         if self._wake_w is not None:
-            try:
+            with contextlib.suppress(BlockingIOError, OSError):  # a wake-up is already pending
                 self._wake_w.send(b"\0")
-            except (BlockingIOError, OSError):
-                pass  # a wake-up is already pending
 
     # ------------------------------------------------------------------- loop
     def _loop(self) -> None:
@@ -220,10 +219,8 @@ class JsonServer:
         assert self._selector is not None
         with self._lock:
             self._clients.pop(client.sock.fileno(), None)
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(client.sock)
-        except (KeyError, ValueError):
-            pass
         client.sock.close()
         self.counters.add("json_stream_disconnections_total")
         log.info("JSON stream consumer left: %s", client.label)

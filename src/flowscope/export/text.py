@@ -17,7 +17,6 @@ table lookups rather than thirteen divisions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import numpy.typing as npt
@@ -73,7 +72,7 @@ class Text:
     values: list[bytes]
 
 
-Piece = Union[Literal, Number, Address, Text]
+Piece = Literal | Number | Address | Text
 
 
 def _number_block(values: npt.NDArray) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
