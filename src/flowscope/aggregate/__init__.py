@@ -1,0 +1,1 @@
+"""aggregate: the stream engine. FlowBatches in, window results (provisional, then final) out."""

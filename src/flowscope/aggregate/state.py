@@ -1,0 +1,203 @@
+"""The partial state of one window of one view, and how it turns into a result.
+
+Everything here is mergeable: two states of adjacent windows (or of two collector processes) add
+up to the state of their union, exactly. That is what lets a minute roll up from its seconds and
+an hour from its minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from flowscope.aggregate.keyed import KeyedSums
+from flowscope.aggregate.stats import METRICS, PROTOCOL_CLASSES, TCP, UDP, StatsSpec
+from flowscope.model import ExporterTable, address_text
+
+PORTS = 65_536
+_CLASS_OF_PROTOCOL = np.full(256, 3, np.intp)  # other
+_CLASS_OF_PROTOCOL[TCP] = 0
+_CLASS_OF_PROTOCOL[UDP] = 1
+_CLASS_OF_PROTOCOL[1] = 2  # ICMP
+_CLASS_OF_PROTOCOL[58] = 2  # ICMPv6 counts as ICMP
+
+
+@dataclass(slots=True)
+class Rows:
+    """Flow rows attributed to one window: the columns the statistics read, counters already split."""
+
+    protocol: npt.NDArray[np.uint8]
+    src_port: npt.NDArray[np.uint16]
+    dst_port: npt.NDArray[np.uint16]
+    src_addr: npt.NDArray
+    dst_addr: npt.NDArray
+    exporter: npt.NDArray[np.uint32]
+    flows: npt.NDArray[np.uint64]  # 1 for the row that counts the flow, else 0 (spread)
+    packets: npt.NDArray[np.uint64]
+    bytes: npt.NDArray[np.uint64]
+
+    def __len__(self) -> int:
+        return len(self.protocol)
+
+    def take(self, index: npt.NDArray) -> Rows:
+        return Rows(*(getattr(self, name)[index] for name in Rows.__slots__))
+
+    def metrics(self) -> npt.NDArray[np.uint64]:
+        return np.stack([self.flows, self.packets, self.bytes], axis=1)
+
+
+def _histogram(keys: npt.NDArray, rows: Rows, size: int) -> npt.NDArray[np.uint64]:
+    """(size × 3) sums of flows, packets, bytes per integer key, exact in uint64."""
+    out = np.zeros((size, 3), np.uint64)
+    if len(keys) == 0:
+        return out
+    index = keys.astype(np.intp)
+    out[:, 0] = np.bincount(index, weights=None if rows.flows.all() else rows.flows, minlength=size).astype(np.uint64)
+    # Large counters would lose precision as float64 weights: split them into high and low words.
+    for column, values in ((1, rows.packets), (2, rows.bytes)):
+        low = np.bincount(index, weights=(values & np.uint64(0xFFFFFFFF)).astype(np.float64), minlength=size)
+        high_part = values >> np.uint64(32)
+        out[:, column] = low.astype(np.uint64)
+        if high_part.any():
+            high = np.bincount(index, weights=high_part.astype(np.float64), minlength=size)
+            out[:, column] += high.astype(np.uint64) << np.uint64(32)
+    return out
+
+
+class TrafficState:
+    """Totals, protocol split, exporters, top ports and web traffic of one window of one view."""
+
+    def __init__(self) -> None:
+        self.by_class = np.zeros((len(PROTOCOL_CLASSES), 3), np.uint64)
+        self.exporters = KeyedSums(np.uint32, 3)
+        self.tcp_ports = np.zeros((PORTS, 3), np.uint64)
+        self.udp_ports = np.zeros((PORTS, 3), np.uint64)
+        self.web = np.zeros(3, np.uint64)
+        self.web_servers = KeyedSums("S16", 3)
+        self.web_clients = KeyedSums("S16", 3)
+        self.late_flows = 0
+
+    # ----------------------------------------------------------------- update
+    def update(self, rows: Rows, spec: StatsSpec) -> None:
+        if len(rows) == 0:
+            return
+        classes = _CLASS_OF_PROTOCOL[rows.protocol]
+        self.by_class += _histogram(classes, rows, len(PROTOCOL_CLASSES))
+        self.exporters.add(rows.exporter, rows.metrics())
+        for protocol, histogram in ((TCP, self.tcp_ports), (UDP, self.udp_ports)):
+            selected = rows.take(rows.protocol == protocol)
+            if not len(selected):
+                continue
+            histogram += _histogram(selected.dst_port, selected, PORTS)
+            if spec.port_side == "either":
+                # nfdump -s port: a flow counts for its source port too, unless both are equal.
+                other = selected.take(selected.src_port != selected.dst_port)
+                histogram += _histogram(other.src_port, other, PORTS)
+        self._update_web(rows, spec)
+
+    def _update_web(self, rows: Rows, spec: StatsSpec) -> None:
+        to_server = np.zeros(len(rows), np.bool_)
+        from_server = np.zeros(len(rows), np.bool_)
+        for protocol, ports in ((TCP, spec.web.tcp_ports), (UDP, spec.web.udp_ports)):
+            if not ports:
+                continue
+            of_protocol = rows.protocol == protocol
+            to_server |= of_protocol & np.isin(rows.dst_port, ports)
+            from_server |= of_protocol & ~to_server & np.isin(rows.src_port, ports)
+        web = to_server | from_server
+        if not web.any():
+            return
+        selected = rows.take(web)
+        self.web += selected.metrics().sum(axis=0, dtype=np.uint64)
+        towards = to_server[web]
+        servers = np.where(towards, selected.dst_addr, selected.src_addr)
+        clients = np.where(towards, selected.src_addr, selected.dst_addr)
+        self.web_servers.add(servers, selected.metrics())
+        self.web_clients.add(clients, selected.metrics())
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, other: TrafficState) -> None:
+        self.by_class += other.by_class
+        self.exporters.merge(other.exporters)
+        self.tcp_ports += other.tcp_ports
+        self.udp_ports += other.udp_ports
+        self.web += other.web
+        self.web_servers.merge(other.web_servers)
+        self.web_clients.merge(other.web_clients)
+        self.late_flows += other.late_flows
+
+    # ------------------------------------------------------------- checkpoint
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("tcp_ports", "udp_ports"):  # sparse on disk: only the ports that were seen
+            histogram = state.pop(name)
+            used = np.flatnonzero(histogram.any(axis=1))
+            state[name] = (used, histogram[used])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in ("tcp_ports", "udp_ports"):
+            used, values = state.pop(name)
+            histogram = np.zeros((PORTS, 3), np.uint64)
+            histogram[used] = values
+            state[name] = histogram
+        self.__dict__.update(state)
+
+    # ----------------------------------------------------------------- result
+    def result(self, spec: StatsSpec, exporters: ExporterTable) -> dict[str, Any]:
+        totals = self.by_class.sum(axis=0, dtype=np.uint64)
+        return {
+            "totals": {
+                **_metrics(totals),
+                "by_protocol": {name: _metrics(self.by_class[i]) for i, name in enumerate(PROTOCOL_CLASSES)},
+                "by_exporter": self._exporters(exporters),
+            },
+            "top_ports": {
+                "tcp": _top_ports(self.tcp_ports, spec.top_n),
+                "udp": _top_ports(self.udp_ports, spec.top_n),
+            },
+            "web": {
+                **_metrics(self.web),
+                "top_servers": _top_addresses(self.web_servers, spec.top_n),
+                "top_clients": _top_addresses(self.web_clients, spec.top_n),
+            },
+            "late_flows": self.late_flows,
+        }
+
+    def _exporters(self, exporters: ExporterTable) -> list[dict[str, Any]]:
+        self.exporters.compact()
+        result = []
+        for index, sums in zip(self.exporters.keys.tolist(), self.exporters.sums, strict=True):
+            address, domain = exporters.key_of(index) if index < len(exporters) else ("?", 0)
+            result.append({"exporter": address, "domain": domain, **_metrics(sums)})
+        return result
+
+
+def _metrics(values: npt.NDArray[np.uint64]) -> dict[str, int]:
+    return {name: int(values[i]) for i, name in enumerate(METRICS)}
+
+
+def _top_ports(histogram: npt.NDArray[np.uint64], n: int) -> dict[str, list[dict[str, int]]]:
+    """Top n ports by each metric; ties go to the lower port number (documented rule)."""
+    used = np.flatnonzero(histogram[:, 0] | histogram[:, 1] | histogram[:, 2])
+    result: dict[str, list[dict[str, int]]] = {}
+    for column, metric in enumerate(METRICS):
+        values = histogram[used, column].astype(np.int64)
+        order = np.lexsort((used, -values))[:n]
+        result[metric] = [
+            {"port": int(used[i]), **_metrics(histogram[used[i]])} for i in order if values[i] > 0
+        ]
+    return result
+
+
+def _top_addresses(table: KeyedSums, n: int) -> dict[str, list[dict[str, Any]]]:
+    result: dict[str, list[dict[str, Any]]] = {}
+    for column, metric in enumerate(METRICS):
+        keys, sums = table.top(n, column)
+        result[metric] = [
+            {"address": address_text(bytes(k)), **_metrics(s)} for k, s in zip(keys, sums, strict=True)
+        ]
+    return result
