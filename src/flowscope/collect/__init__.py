@@ -9,7 +9,8 @@ and hands lists of them to a ``DatagramSink``; nothing here parses flows. Source
   dumps, with ``read_capture`` choosing by content.
 
 Listeners deliver from their own thread, in batches of at most ``batch_max`` datagrams, at the
-latest ``flush_interval_ms`` after the first datagram of a batch arrived. The small pieces shared
+latest ``flush_interval_ms`` after the first datagram of a batch arrived. Both derive from
+``listener.ThreadedListener`` (start/stop, receiving thread, wake pipe). The small pieces shared
 by both listeners (the batcher, socket binding, address text) and by the file readers (their
 counts) live in this module.
 """

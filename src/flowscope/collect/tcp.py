@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import selectors
 import socket
 import struct
-import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 
-from flowscope.collect import (
-    Batcher,
-    ClockMs,
-    DatagramSink,
-    bind_socket,
-    exporter_text,
-    listener_label,
-    wall_clock_ms,
-)
+from flowscope.collect import Batcher, ClockMs, DatagramSink, bind_socket, exporter_text, wall_clock_ms
 from flowscope.collect.allowlist import ExporterAllowlist
+from flowscope.collect.listener import ThreadedListener, check_listener_config
 from flowscope.errors import ConfigError
 from flowscope.metrics import Counters
 from flowscope.model import Datagram
@@ -51,12 +41,7 @@ class TcpListenerConfig:
     max_connections: int = 256
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65_535:
-            raise ConfigError(f"port: {self.port} is not a TCP port (0-65535)")
-        if self.batch_max < 1:
-            raise ConfigError(f"batch_max: {self.batch_max} must be >= 1")
-        if self.flush_interval_ms < 0:
-            raise ConfigError(f"flush_interval_ms: {self.flush_interval_ms} must be >= 0")
+        check_listener_config("TCP", self.port, self.batch_max, self.flush_interval_ms)
         if self.max_connections < 1:
             raise ConfigError(f"max_connections: {self.max_connections} must be >= 1")
 
@@ -69,7 +54,7 @@ class _Connection:
     buffer: bytearray = field(default_factory=bytearray)
 
 
-class TcpIpfixListener:
+class TcpIpfixListener(ThreadedListener[TcpListenerConfig]):
     """Accepts IPFIX exporters over TCP and hands each complete message to ``sink`` in batches.
 
     A message is cut from the stream by its header (version 10, length >= 16), however the bytes
@@ -79,6 +64,9 @@ class TcpIpfixListener:
     ``max_connections`` are closed at once (``collector_connections_rejected_total{reason}``).
     """
 
+    kind = "tcp"
+    _log = log
+
     def __init__(
         self,
         config: TcpListenerConfig,
@@ -87,88 +75,23 @@ class TcpIpfixListener:
         allowlist: ExporterAllowlist | None = None,
         clock_ms: ClockMs = wall_clock_ms,
     ) -> None:
-        self._config = config
-        self._sink = sink
-        self._counters = counters
-        self._allowlist = allowlist
-        self._clock_ms = clock_ms
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._wake_r = -1
-        self._wake_w = -1
-        self._stop_requested = threading.Event()
-        self._label = ""
+        super().__init__(config, sink, counters, allowlist, clock_ms)
         self._connections: dict[socket.socket, _Connection] = {}
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("TcpIpfixListener already started")
-        config = self._config
-        sock = bind_socket(config.host, config.port, socket.SOCK_STREAM)
-        try:
-            sock.listen(min(config.max_connections, socket.SOMAXCONN))
-            sock.setblocking(False)
-            self._wake_r, self._wake_w = os.pipe()
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self._label = listener_label("tcp", sock)
-        self._stop_requested.clear()
-        batcher = Batcher(self._sink, self._counters, self._label, config.batch_max, config.flush_interval_ms)
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, batcher), name=f"flowscope-{self._label}", daemon=True
-        )
-        self._thread.start()
-        log.info("%s: listening", self._label)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Close the listening socket and every connection, flush buffered messages. Idempotent."""
-        thread, sock = self._thread, self._sock
-        if thread is None or sock is None:
-            return
-        self._stop_requested.set()
-        os.write(self._wake_w, b"\0")
-        thread.join(timeout_s)
-        if thread.is_alive():
-            log.warning("%s: thread did not stop within %.1f s", self._label, timeout_s)
-        sock.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._thread = None
-        self._sock = None
-        log.info("%s: stopped", self._label)
-
-    def __enter__(self) -> TcpIpfixListener:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # -- introspection -----------------------------------------------------------------------
-
-    @property
-    def bound_address(self) -> tuple[str, int]:
-        if self._sock is None:
-            raise RuntimeError("TcpIpfixListener not started")
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
-    @property
-    def listener(self) -> str:
-        return self._label
 
     @property
     def connection_count(self) -> int:
         """Exporters connected right now."""
         return len(self._connections)
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- ThreadedListener hooks ---------------------------------------------------------------
+
+    def _bind(self) -> socket.socket:
+        return bind_socket(self._config.host, self._config.port, socket.SOCK_STREAM)
+
+    def _configure(self, sock: socket.socket) -> None:
+        sock.listen(min(self._config.max_connections, socket.SOMAXCONN))
 
     def _run(self, sock: socket.socket, batcher: Batcher) -> None:
         selector = selectors.DefaultSelector()
@@ -183,14 +106,12 @@ class TcpIpfixListener:
                     elif isinstance(key.data, _Connection):
                         self._receive(key.data, selector, batcher)
                 batcher.flush_if_due()
-        except Exception:
-            self._counters.add("collector_listener_failures_total", 1, listener=self._label)
-            log.exception("%s: thread failed", self._label)
-        finally:
+        finally:  # also after a failure: every connection is closed and counted
             for connection in list(self._connections.values()):
                 self._close(connection, selector, batcher, "stopped")
             selector.close()
-            batcher.flush()
+
+    # -- internals ---------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket, selector: selectors.BaseSelector, batcher: Batcher) -> None:
         while True:

@@ -10,18 +10,10 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 
-from flowscope.collect import (
-    Batcher,
-    ClockMs,
-    DatagramSink,
-    bind_socket,
-    exporter_text,
-    listener_label,
-    wall_clock_ms,
-)
+from flowscope.collect import Batcher, ClockMs, DatagramSink, bind_socket, exporter_text, wall_clock_ms
 from flowscope.collect.allowlist import ExporterAllowlist
+from flowscope.collect.listener import ThreadedListener, check_listener_config
 from flowscope.errors import ConfigError
 from flowscope.metrics import Counters
 from flowscope.model import Datagram
@@ -44,14 +36,9 @@ class UdpListenerConfig:
     reuse_port: bool = False  # SO_REUSEPORT: several processes share the port, per-source hashing
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65_535:
-            raise ConfigError(f"port: {self.port} is not a UDP port (0-65535)")
+        check_listener_config("UDP", self.port, self.batch_max, self.flush_interval_ms)
         if self.receive_buffer_bytes < 0:
             raise ConfigError(f"receive_buffer_bytes: {self.receive_buffer_bytes} must be >= 0")
-        if self.batch_max < 1:
-            raise ConfigError(f"batch_max: {self.batch_max} must be >= 1")
-        if self.flush_interval_ms < 0:
-            raise ConfigError(f"flush_interval_ms: {self.flush_interval_ms} must be >= 0")
 
 
 def proc_udp_drops(inode: int) -> int | None:
@@ -71,7 +58,7 @@ def proc_udp_drops(inode: int) -> int | None:
     return None
 
 
-class UdpListener:
+class UdpListener(ThreadedListener[UdpListenerConfig]):
     """Receives UDP export datagrams and hands them to ``sink`` in batches.
 
     ``start()`` binds and starts the receiving thread; ``stop()`` wakes it through a pipe, so it
@@ -84,6 +71,9 @@ class UdpListener:
     datagram, like a blocking receive, while stop and time-based flushes never wait for traffic.
     """
 
+    kind = "udp"
+    _log = log
+
     def __init__(
         self,
         config: UdpListenerConfig,
@@ -92,87 +82,12 @@ class UdpListener:
         allowlist: ExporterAllowlist | None = None,
         clock_ms: ClockMs = wall_clock_ms,
     ) -> None:
-        self._config = config
-        self._sink = sink
-        self._counters = counters
-        self._allowlist = allowlist
-        self._clock_ms = clock_ms
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._wake_r = -1
-        self._wake_w = -1
-        self._stop_requested = threading.Event()
-        self._label = ""
+        super().__init__(config, sink, counters, allowlist, clock_ms)
         self._granted_receive_buffer_bytes = 0
         self._kernel_drops_seen = 0
         self._drops_lock = threading.Lock()
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("UdpListener already started")
-        config = self._config
-        sock = bind_socket(config.host, config.port, socket.SOCK_DGRAM, reuse_port=config.reuse_port)
-        try:
-            self._granted_receive_buffer_bytes = self._set_receive_buffer(sock)
-            sock.setblocking(False)
-            self._wake_r, self._wake_w = os.pipe()
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self._label = listener_label("udp", sock)
-        self._stop_requested.clear()
-        self._kernel_drops_seen = 0
-        batcher = Batcher(self._sink, self._counters, self._label, config.batch_max, config.flush_interval_ms)
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, batcher), name=f"flowscope-{self._label}", daemon=True
-        )
-        self._thread.start()
-        log.info("%s: listening", self._label)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop receiving, flush buffered datagrams to the sink, close the socket. Idempotent."""
-        thread, sock = self._thread, self._sock
-        if thread is None or sock is None:
-            return
-        self._stop_requested.set()
-        os.write(self._wake_w, b"\0")
-        thread.join(timeout_s)
-        if thread.is_alive():
-            log.warning("%s: receiving thread did not stop within %.1f s", self._label, timeout_s)
-        self.kernel_drops()
-        sock.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._thread = None
-        self._sock = None
-        log.info("%s: stopped", self._label)
-
-    def __enter__(self) -> UdpListener:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # -- introspection -----------------------------------------------------------------------
-
-    @property
-    def bound_address(self) -> tuple[str, int]:
-        """(host, port) actually bound; with ``port=0`` this is where tests send to."""
-        if self._sock is None:
-            raise RuntimeError("UdpListener not started")
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
-    @property
-    def listener(self) -> str:
-        """The ``listener`` label of this listener's counters (empty before ``start()``)."""
-        return self._label
 
     @property
     def granted_receive_buffer_bytes(self) -> int:
@@ -198,47 +113,20 @@ class UdpListener:
                 self._counters.add("collector_kernel_drops_total", delta, listener=self._label)
         return drops
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- ThreadedListener hooks ---------------------------------------------------------------
 
-    def _set_receive_buffer(self, sock: socket.socket) -> int:
-        requested = self._config.receive_buffer_bytes
-        if requested > 0:
-            forced = False
-            if _IS_LINUX and os.geteuid() == 0:
-                try:  # SO_RCVBUFFORCE ignores net.core.rmem_max (needs CAP_NET_ADMIN)
-                    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, requested)
-                    forced = True
-                except OSError:
-                    forced = False
-            if not forced:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, requested)
-                except OSError as error:
-                    log.warning("SO_RCVBUF %d refused: %s", requested, error)
-        granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-        usable = granted // 2 if _IS_LINUX else granted
-        if usable < requested:
-            log.warning(
-                "UDP receive buffer: requested %d bytes, kernel granted %d (SO_RCVBUF read back %d); "
-                "raise net.core.rmem_max or run with CAP_NET_ADMIN to avoid drops under bursts",
-                requested,
-                usable,
-                granted,
-            )
-        else:
-            log.info("UDP receive buffer: requested %d bytes, SO_RCVBUF read back %d", requested, granted)
-        return granted
+    def _bind(self) -> socket.socket:
+        config = self._config
+        return bind_socket(config.host, config.port, socket.SOCK_DGRAM, reuse_port=config.reuse_port)
+
+    def _configure(self, sock: socket.socket) -> None:
+        self._granted_receive_buffer_bytes = self._set_receive_buffer(sock)
+        self._kernel_drops_seen = 0
+
+    def _on_stop(self) -> None:
+        self.kernel_drops()  # the last increase, while the socket still exists
 
     def _run(self, sock: socket.socket, batcher: Batcher) -> None:
-        try:
-            self._receive_loop(sock, batcher)
-        except Exception:
-            self._counters.add("collector_listener_failures_total", 1, listener=self._label)
-            log.exception("%s: receiving thread failed", self._label)
-        finally:
-            batcher.flush()
-
-    def _receive_loop(self, sock: socket.socket, batcher: Batcher) -> None:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
@@ -275,3 +163,32 @@ class UdpListener:
                     continue
                 batcher.add(Datagram(exporter, clock_ms(), bytes(view[:size]), address[1]))
             batcher.flush_if_due()
+
+    def _set_receive_buffer(self, sock: socket.socket) -> int:
+        requested = self._config.receive_buffer_bytes
+        if requested > 0:
+            forced = False
+            if _IS_LINUX and os.geteuid() == 0:
+                try:  # SO_RCVBUFFORCE ignores net.core.rmem_max (needs CAP_NET_ADMIN)
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, requested)
+                    forced = True
+                except OSError:
+                    forced = False
+            if not forced:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, requested)
+                except OSError as error:
+                    log.warning("SO_RCVBUF %d refused: %s", requested, error)
+        granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        usable = granted // 2 if _IS_LINUX else granted
+        if usable < requested:
+            log.warning(
+                "UDP receive buffer: requested %d bytes, kernel granted %d (SO_RCVBUF read back %d); "
+                "raise net.core.rmem_max or run with CAP_NET_ADMIN to avoid drops under bursts",
+                requested,
+                usable,
+                granted,
+            )
+        else:
+            log.info("UDP receive buffer: requested %d bytes, SO_RCVBUF read back %d", requested, granted)
+        return granted

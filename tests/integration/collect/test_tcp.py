@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.collect.helpers import Collected, Started, needs_ipv6, wait_until
 
 from flowscope.collect.allowlist import ExporterAllowlist
 from flowscope.collect.files import read_ipfix_file, read_raw_datagrams
 from flowscope.collect.tcp import TcpIpfixListener, TcpListenerConfig
 from flowscope.errors import ConfigError
 from flowscope.metrics import Counters
-from flowscope.model import Datagram
 
 pytestmark = pytest.mark.integration
 
@@ -25,71 +25,15 @@ EXAMPLE_FLOWS = [d.payload for d in read_ipfix_file(DATA / "ipfixcol2" / "exampl
 IPFIX_DAT = [d.payload for d in read_raw_datagrams(DATA / "logstash-codec-netflow" / "ipfix.dat")]
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.batches: list[tuple[float, list[Datagram]]] = []
-        self.condition = threading.Condition()
-
-    def __call__(self, batch: list[Datagram]) -> None:
-        with self.condition:
-            self.batches.append((time.monotonic(), list(batch)))
-            self.condition.notify_all()
-
-    @property
-    def datagrams(self) -> list[Datagram]:
-        with self.condition:
-            return [d for _, batch in self.batches for d in batch]
-
-    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Datagram]:
-        with self.condition:
-            self.condition.wait_for(lambda: sum(len(b) for _, b in self.batches) >= count, timeout_s)
-        return self.datagrams
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.fixture
-def counters() -> Counters:
-    return Counters()
-
-
-@pytest.fixture
-def sink() -> Collected:
-    return Collected()
-
-
-@pytest.fixture
-def listen(sink: Collected, counters: Counters) -> Iterator[Callable[..., TcpIpfixListener]]:
-    listeners: list[TcpIpfixListener] = []
-
+def listen(start: Started, sink: Collected, counters: Counters) -> Callable[..., TcpIpfixListener]:
     def make(
         host: str = "127.0.0.1", allowlist: ExporterAllowlist | None = None, **values: int
     ) -> TcpIpfixListener:
         config = TcpListenerConfig(host=host, port=0, **{"flush_interval_ms": 20, **values})
-        listener = TcpIpfixListener(config, sink, counters, allowlist=allowlist)
-        listener.start()
-        listeners.append(listener)
-        return listener
+        return start(TcpIpfixListener(config, sink, counters, allowlist=allowlist))
 
-    yield make
-    for listener in listeners:
-        listener.stop()
+    return make
 
 
 def connect(listener: TcpIpfixListener) -> socket.socket:
@@ -219,7 +163,7 @@ def test_a_message_cut_by_the_end_of_the_stream_is_counted(
     )
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@needs_ipv6
 @pytest.mark.parametrize(
     ("host", "target", "exporter"), [("::1", "::1", "::1"), ("::", "127.0.0.1", "127.0.0.1")]
 )

@@ -6,10 +6,10 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.collect.helpers import Collected, Started, needs_ipv6, wait_until
 
 from flowscope.collect.allowlist import ExporterAllowlist
 from flowscope.collect.files import read_raw_datagrams
@@ -25,69 +25,10 @@ V5_DATAGRAMS = [d.payload for d in read_raw_datagrams(DATA / "logstash-codec-net
 IPFIX_MESSAGES = [d.payload for d in read_raw_datagrams(DATA / "logstash-codec-netflow" / "ipfix.dat")]
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
-
-
-class Collected:
-    """A sink recording every batch with its arrival time."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[float, list[Datagram]]] = []
-        self.condition = threading.Condition()
-
-    def __call__(self, batch: list[Datagram]) -> None:
-        with self.condition:
-            self.batches.append((time.monotonic(), list(batch)))
-            self.condition.notify_all()
-
-    @property
-    def datagrams(self) -> list[Datagram]:
-        with self.condition:
-            return [d for _, batch in self.batches for d in batch]
-
-    def wait_for(self, count: int, timeout_s: float = 5.0) -> list[Datagram]:
-        with self.condition:
-            self.condition.wait_for(lambda: sum(len(b) for _, b in self.batches) >= count, timeout_s)
-        return self.datagrams
-
-
 def config(host: str = "127.0.0.1", **overrides: object) -> UdpListenerConfig:
     values: dict[str, object] = {"host": host, "port": 0, "receive_buffer_bytes": 1 << 20}
     values.update(overrides)
     return UdpListenerConfig(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def counters() -> Counters:
-    return Counters()
-
-
-@pytest.fixture
-def sink() -> Collected:
-    return Collected()
-
-
-@pytest.fixture
-def started() -> Iterator[list[UdpListener]]:
-    listeners: list[UdpListener] = []
-    yield listeners
-    for listener in listeners:
-        listener.stop()
-
-
-def start(listeners: list[UdpListener], listener: UdpListener) -> UdpListener:
-    listener.start()
-    listeners.append(listener)
-    return listener
 
 
 def send(payloads: list[bytes], target: tuple[str, int], family: int = socket.AF_INET) -> int:
@@ -104,10 +45,10 @@ def send(payloads: list[bytes], target: tuple[str, int], family: int = socket.AF
     ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)],
 )
 def test_real_payloads_arrive_whole_with_exporter_and_port(
-    started: list[UdpListener], sink: Collected, counters: Counters, host: str
+    start: Started, sink: Collected, counters: Counters, host: str
 ) -> None:
     family, exporter = (socket.AF_INET6, "::1") if ":" in host else (socket.AF_INET, "127.0.0.1")
-    listener = start(started, UdpListener(config(host), sink, counters, clock_ms=lambda: 1_234))
+    listener = start(UdpListener(config(host), sink, counters, clock_ms=lambda: 1_234))
     port = send(V5_DATAGRAMS + IPFIX_MESSAGES, listener.bound_address, family)
     received = sink.wait_for(15)
     assert [d.payload for d in received] == V5_DATAGRAMS + IPFIX_MESSAGES
@@ -122,9 +63,9 @@ def test_real_payloads_arrive_whole_with_exporter_and_port(
 
 @needs_ipv6
 def test_dual_stack_bind_reports_ipv4_peers_as_plain_ipv4(
-    started: list[UdpListener], sink: Collected, counters: Counters
+    start: Started, sink: Collected, counters: Counters
 ) -> None:
-    listener = start(started, UdpListener(config("::"), sink, counters))
+    listener = start(UdpListener(config("::"), sink, counters))
     port = listener.bound_address[1]
     port4 = send(V5_DATAGRAMS[:2], ("127.0.0.1", port), socket.AF_INET)
     port6 = send(V5_DATAGRAMS[2:3], ("::1", port), socket.AF_INET6)
@@ -136,28 +77,19 @@ def test_dual_stack_bind_reports_ipv4_peers_as_plain_ipv4(
 
 
 def test_datagrams_from_exporters_outside_the_allowlist_are_dropped_and_counted(
-    started: list[UdpListener], sink: Collected, counters: Counters
+    start: Started, sink: Collected, counters: Counters
 ) -> None:
     refused = start(
-        started,
-        UdpListener(
-            config(flush_interval_ms=20), sink, counters, allowlist=ExporterAllowlist(["10.0.0.0/8"])
-        ),
+        UdpListener(config(flush_interval_ms=20), sink, counters, allowlist=ExporterAllowlist(["10.0.0.0/8"]))
     )
     allowed_sink = Collected()
     allowed = start(
-        started,
-        UdpListener(config(flush_interval_ms=20), allowed_sink, counters, ExporterAllowlist(["127.0.0.0/8"])),
+        UdpListener(config(flush_interval_ms=20), allowed_sink, counters, ExporterAllowlist(["127.0.0.0/8"]))
     )
     send(V5_DATAGRAMS[:5], refused.bound_address)
     send(V5_DATAGRAMS[:5], allowed.bound_address)
     assert len(allowed_sink.wait_for(5)) == 5
-    deadline = time.monotonic() + 5
-    while (
-        counters.total("collector_dropped_total", listener=refused.listener) < 5
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.01)
+    wait_until(lambda: counters.total("collector_dropped_total", listener=refused.listener) >= 5)
     assert sink.datagrams == []
     assert (
         counters.get(
@@ -168,16 +100,16 @@ def test_datagrams_from_exporters_outside_the_allowlist_are_dropped_and_counted(
     assert counters.total("collector_datagrams_total", listener=refused.listener) == 0
 
 
-def test_batches_flush_by_size(started: list[UdpListener], sink: Collected, counters: Counters) -> None:
-    listener = start(started, UdpListener(config(batch_max=4, flush_interval_ms=60_000), sink, counters))
+def test_batches_flush_by_size(start: Started, sink: Collected, counters: Counters) -> None:
+    listener = start(UdpListener(config(batch_max=4, flush_interval_ms=60_000), sink, counters))
     send(V5_DATAGRAMS, listener.bound_address)
     sink.wait_for(12)
     assert [len(batch) for _, batch in sink.batches] == [4, 4, 4]
     assert counters.get("collector_batches_total", listener=listener.listener) == 3
 
 
-def test_batches_flush_by_time(started: list[UdpListener], sink: Collected, counters: Counters) -> None:
-    listener = start(started, UdpListener(config(batch_max=1000, flush_interval_ms=150), sink, counters))
+def test_batches_flush_by_time(start: Started, sink: Collected, counters: Counters) -> None:
+    listener = start(UdpListener(config(batch_max=1000, flush_interval_ms=150), sink, counters))
     sent_at = time.monotonic()
     send(V5_DATAGRAMS[:3], listener.bound_address)
     sink.wait_for(3)
@@ -188,13 +120,11 @@ def test_batches_flush_by_time(started: list[UdpListener], sink: Collected, coun
 
 
 def test_stop_is_prompt_and_flushes_what_is_buffered(
-    started: list[UdpListener], sink: Collected, counters: Counters
+    start: Started, sink: Collected, counters: Counters
 ) -> None:
-    listener = start(started, UdpListener(config(batch_max=1000, flush_interval_ms=60_000), sink, counters))
+    listener = start(UdpListener(config(batch_max=1000, flush_interval_ms=60_000), sink, counters))
     send(V5_DATAGRAMS[:2], listener.bound_address)
-    deadline = time.monotonic() + 5
-    while _queued(listener) > 0 and time.monotonic() < deadline:  # read by the thread, not flushed
-        time.sleep(0.01)
+    wait_until(lambda: _queued(listener) <= 0)  # read by the thread, not flushed
     assert sink.datagrams == []
     began = time.monotonic()
     listener.stop()
@@ -219,9 +149,9 @@ def _queued(listener: UdpListener) -> int:
 
 
 def test_stop_without_traffic_is_prompt(
-    started: list[UdpListener], sink: Collected, counters: Counters
+    start: Started, sink: Collected, counters: Counters
 ) -> None:
-    listener = start(started, UdpListener(config(flush_interval_ms=60_000), sink, counters))
+    listener = start(UdpListener(config(flush_interval_ms=60_000), sink, counters))
     time.sleep(0.05)
     began = time.monotonic()
     listener.stop()
@@ -265,7 +195,7 @@ def test_kernel_drops_are_read_and_counted(counters: Counters) -> None:
         listener.stop()
 
 
-def test_a_failing_sink_does_not_stop_the_listener(started: list[UdpListener], counters: Counters) -> None:
+def test_a_failing_sink_does_not_stop_the_listener(start: Started, counters: Counters) -> None:
     good = Collected()
     calls = 0
 
@@ -276,11 +206,9 @@ def test_a_failing_sink_does_not_stop_the_listener(started: list[UdpListener], c
             raise RuntimeError("sink down")
         good(batch)
 
-    listener = start(started, UdpListener(config(batch_max=1), flaky, counters))
+    listener = start(UdpListener(config(batch_max=1), flaky, counters))
     send(V5_DATAGRAMS[:1], listener.bound_address)
-    deadline = time.monotonic() + 5
-    while calls < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: calls >= 1)
     send(V5_DATAGRAMS[1:3], listener.bound_address)
     assert [d.payload for d in good.wait_for(2)] == V5_DATAGRAMS[1:3]
     assert counters.get("collector_sink_errors_total", listener=listener.listener) == 1
@@ -293,11 +221,11 @@ def test_a_failing_sink_does_not_stop_the_listener(started: list[UdpListener], c
 
 
 def test_reuse_port_lets_two_listeners_share_a_port(
-    started: list[UdpListener], sink: Collected, counters: Counters
+    start: Started, sink: Collected, counters: Counters
 ) -> None:
-    first = start(started, UdpListener(config(reuse_port=True), sink, counters))
+    first = start(UdpListener(config(reuse_port=True), sink, counters))
     port = first.bound_address[1]
-    second = start(started, UdpListener(config(port=port, reuse_port=True), sink, counters))
+    second = start(UdpListener(config(port=port, reuse_port=True), sink, counters))
     assert second.bound_address == ("127.0.0.1", port)
     send(V5_DATAGRAMS[:4], ("127.0.0.1", port))
     assert len(sink.wait_for(4)) == 4  # one sender: all land on the same socket
@@ -318,9 +246,9 @@ def test_lifecycle_errors(sink: Collected, counters: Counters) -> None:
 
 
 def test_bind_problems_name_the_address(
-    started: list[UdpListener], sink: Collected, counters: Counters
+    start: Started, sink: Collected, counters: Counters
 ) -> None:
-    taken = start(started, UdpListener(config(), sink, counters)).bound_address[1]
+    taken = start(UdpListener(config(), sink, counters)).bound_address[1]
     with pytest.raises(OSError, match=f"port {taken}"):
         UdpListener(config(port=taken), sink, counters).start()
     with pytest.raises(ConfigError, match=r"no-such-host\.invalid"):
