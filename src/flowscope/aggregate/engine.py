@@ -175,6 +175,9 @@ class Engine:
             src_addr=batch["src_addr"][index] if spread else batch["src_addr"],
             dst_addr=batch["dst_addr"][index] if spread else batch["dst_addr"],
             exporter=batch["exporter"][index] if spread else batch["exporter"],
+            tcp_flags=batch["tcp_flags"][index] if spread else batch["tcp_flags"],
+            duration_ms=(batch["time_end"] - batch["time_start"])[index] if spread
+            else batch["time_end"] - batch["time_start"],
             flows=flows,
             packets=split_counts(batch["packets"], attribution),
             bytes=split_counts(batch["bytes"], attribution),

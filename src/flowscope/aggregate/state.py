@@ -35,6 +35,8 @@ class Rows:
     src_addr: npt.NDArray
     dst_addr: npt.NDArray
     exporter: npt.NDArray[np.uint32]
+    tcp_flags: npt.NDArray[np.uint8]
+    duration_ms: npt.NDArray[np.int64]
     flows: npt.NDArray[np.uint64]  # 1 for the row that counts the flow, else 0 (spread)
     packets: npt.NDArray[np.uint64]
     bytes: npt.NDArray[np.uint64]
