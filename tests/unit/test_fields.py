@@ -109,9 +109,13 @@ def test_known_iana_elements(element_id: int, name: str, data_type: str) -> None
     assert not element.reverse
 
 
-def test_enterprise_bit_is_ignored() -> None:
-    assert lookup(0, 0x8000 | 1) == lookup(0, 1)
-    assert lookup(6871, 0x8000 | 33) == lookup(6871, 33)
+def test_netflow_v9_vendor_types_above_32767_are_not_iana_elements() -> None:
+    # Cisco ASA NSEL 33000 (ingress ACL id) must not alias IANA 232 (responderOctets).
+    asa = lookup(0, 33000)
+    assert not asa.known
+    assert asa.element_id == 33000
+    assert asa.data_type == "octetArray"
+    assert lookup(0, 232).name == "responderOctets"
 
 
 def test_element_is_frozen_and_hashable() -> None:

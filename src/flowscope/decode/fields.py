@@ -29,7 +29,6 @@ __all__ = ["REVERSE_PEN", "Element", "by_name", "ipfixcol2_name", "lookup"]
 REVERSE_PEN = 29305
 """Private enterprise number of RFC 5103 reverse elements of IANA elements."""
 
-_ENTERPRISE_BIT = 0x8000
 _REVERSE_BIT = 0x4000  # enterprise reverse convention (RFC 5103 section 6.1, used by CERT/YAF)
 _UNKNOWN_TYPE = "octetArray"
 _PACKAGE = "flowscope.decode.elements"
@@ -109,11 +108,11 @@ def _unknown(pen: int, element_id: int) -> Element:
 def lookup(pen: int, element_id: int) -> Element:
     """The element ``element_id`` of enterprise ``pen`` (0 for IANA); never raises.
 
-    A stray enterprise bit (0x8000) on ``element_id`` is ignored.  Elements that no table knows
-    come back with ``known=False`` and data type ``octetArray``.
+    ``element_id`` is taken as given: the IPFIX decoder strips the enterprise bit, and NetFlow v9
+    vendor types above 32767 (Cisco ASA 33000+, Palo Alto 56701 ...) are real ids of their own,
+    not IANA elements with a stray bit. Elements that no table knows come back with
+    ``known=False`` and data type ``octetArray``.
     """
-    if 0 <= element_id <= 0xFFFF:
-        element_id &= ~_ENTERPRISE_BIT
     element = _tables().by_key.get((pen, element_id))
     return element if element is not None else _unknown(pen, element_id)
 
