@@ -5,24 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import BinaryIO
 
 from flowscope import __version__
+from flowscope.aggregate.windows import TIME_BASES, format_duration, parse_duration_ms
 from flowscope.collect.tcp import TcpListenerConfig
 from flowscope.collect.udp import UdpListenerConfig
+from flowscope.config import Settings, build, load_settings
 from flowscope.decode.records import RecordSet
 from flowscope.decode.session import DecoderSession
-from flowscope.errors import FlowscopeError
+from flowscope.errors import ConfigError, FlowscopeError
 from flowscope.export.flowjson import encode_flows
+from flowscope.export.ipfixcol2 import Ipfixcol2Formatter, Ipfixcol2Options
 from flowscope.export.jsonserver import JsonServer, JsonServerConfig
 from flowscope.metrics import Counters
 from flowscope.model import ExporterTable, FlowBatch
 from flowscope.normalize import NormalizeConfig, Normalizer
-from flowscope.pipeline import CollectConfig, Collector, decode_files
+from flowscope.pipeline import CollectConfig, Collector, JsonStreamOutput, Service, decode_files, offline_results
+from flowscope.report import parse_time_ms, render
+from flowscope.store import ResultStore
 
 log = logging.getLogger("flowscope")
 
@@ -39,16 +47,6 @@ class StdoutJson:
         if len(batch):
             self.stream.write(encode_flows(batch, exporters, padded=self.padded))
             self.stream.flush()
-
-
-class JsonStreamOutput:
-    def __init__(self, server: JsonServer, *, padded: bool) -> None:
-        self.server = server
-        self.padded = padded
-
-    def write(self, batch: FlowBatch, records: list[RecordSet], exporters: ExporterTable) -> None:
-        if len(batch) and self.server.client_count:
-            self.server.publish(encode_flows(batch, exporters, padded=self.padded), len(batch))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -80,9 +78,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     flows = packets = octets = 0
     formatter = None
     if args.format == "ipfixcol2":
-        from flowscope.export.ipfixcol2 import Ipfixcol2Formatter
-
-        formatter = Ipfixcol2Formatter()
+        formatter = Ipfixcol2Formatter(
+            Ipfixcol2Options(tcp_flags=args.ipfixcol2_tcp_flags, timestamp=args.ipfixcol2_timestamp,
+                             protocol=args.ipfixcol2_protocol, detailed_info=args.ipfixcol2_detailed_info),
+            templates=session.templates.get,
+        )
     for batch, records in decode_files(args.files, session, normalizer, exporter=args.exporter):
         flows += len(batch)
         packets += int(batch["packets"].sum())
@@ -150,6 +150,80 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get("FLOWSCOPE_CONFIG")
+    return load_settings(path, overrides=args.set)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.show:
+        for key, value in settings.values.items():
+            print(f"{key} = {value!r}  ({settings.sources[key]})")
+    else:
+        print(f"flowscope: configuration OK ({args.config or 'defaults'})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = build(_settings(args))
+    counters = Counters()
+    service = Service(config, counters)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    service.start()
+    assert service.collector is not None
+    ports = ", ".join(
+        [f"udp {listener.bound_address[1]}" for listener in service.collector.udp_listeners]
+        + [f"tcp {listener.bound_address[1]}" for listener in service.collector.tcp_listeners]
+    )
+    print(f"flowscope: collecting on {ports}; results in {config.store.path}", file=sys.stderr, flush=True)
+    try:
+        stop.wait()
+    finally:
+        service.stop()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    config = build(settings)
+    interval_ms = parse_duration_ms(args.interval, key="--interval")
+    if args.input:
+        engine_config = replace(config.engine, grace_ms=parse_duration_ms(args.grace, key="--grace"))
+        if args.time_base:
+            engine_config = replace(engine_config, time_base=args.time_base)
+        if interval_ms not in engine_config.windows_ms:
+            engine_config = replace(engine_config, windows_ms=tuple(sorted({*engine_config.windows_ms, interval_ms})))
+        results = [r.to_json() for r in offline_results(args.input, engine_config) if r.duration_ms == interval_ms
+                   and r.view == args.view]
+    else:
+        store = ResultStore(config.store)
+        if not Path(config.store.path).exists():
+            raise ConfigError(f"store.path: {config.store.path} does not exist yet (has flowscope run run?)")
+        store.start()
+        try:
+            name = format_duration(interval_ms)
+            if args.at:
+                at_ms = parse_time_ms(args.at)
+                found = store.at(name, at_ms - at_ms % interval_ms, view=args.view)
+                results = [found] if found else []
+            else:
+                latest = store.latest(name, view=args.view, final_only=not args.provisional)
+                results = [latest] if latest else []
+        finally:
+            store.stop()
+    if args.json:
+        sys.stdout.write(json.dumps(results if args.input else (results[0] if results else None), indent=1) + "\n")
+    elif not results:
+        print("flowscope: no report for that interval and time", file=sys.stderr)
+        return 1
+    else:
+        sys.stdout.write("\n".join(render(r, by=args.by) for r in results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -164,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--format", choices=["flowscope", "ipfixcol2"], default="flowscope")
     decode.add_argument("--no-sampling", action="store_true", help="do not scale by the sampling rate")
     decode.add_argument("--exporter", default="0.0.0.0", help="exporter address for files without one")
+    decode.add_argument("--ipfixcol2-tcp-flags", choices=["formatted", "raw"], default="formatted",
+                        help='with --format ipfixcol2: TCP flags as ".AP.S." or as a number')
+    decode.add_argument("--ipfixcol2-timestamp", choices=["formatted", "unix"], default="formatted",
+                        help="with --format ipfixcol2: ISO 8601 UTC milliseconds or Unix milliseconds")
+    decode.add_argument("--ipfixcol2-protocol", choices=["formatted", "raw"], default="formatted",
+                        help='with --format ipfixcol2: protocol as its name ("TCP") or as a number')
+    decode.add_argument("--ipfixcol2-detailed-info", action="store_true",
+                        help="with --format ipfixcol2: add the ipfix:* message details to every record")
     decode.set_defaults(handler=cmd_decode)
 
     collect = commands.add_parser("collect", parents=[common],
@@ -179,6 +261,33 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--no-sampling", action="store_true")
     collect.add_argument("--stats", action="store_true", help="print all counters to stderr on exit")
     collect.set_defaults(handler=cmd_collect)
+
+    configured = argparse.ArgumentParser(add_help=False)
+    configured.add_argument("--config", help="TOML configuration file (also FLOWSCOPE_CONFIG)")
+    configured.add_argument("--set", action="append", metavar="KEY=VALUE",
+                            help="override one setting, e.g. engine.time_base=end (repeatable)")
+
+    run = commands.add_parser("run", parents=[common, configured],
+                              help="collect, compute statistics and store them, in one process")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check-config", parents=[common, configured], help="validate a configuration")
+    check.add_argument("--show", action="store_true", help="print every setting and where it came from")
+    check.set_defaults(handler=cmd_check_config)
+
+    report = commands.add_parser("report", parents=[common, configured],
+                                 help="print a finished report from the store, or from capture files")
+    report.add_argument("--interval", default="1m", help="report length: 1m, 1h (or any configured window)")
+    report.add_argument("--at", help="a time inside the wanted window (UTC, ISO 8601 or epoch ms); default latest")
+    report.add_argument("--view", default="all")
+    report.add_argument("--by", choices=["flows", "packets", "bytes"], default="flows", help="rank top lists by")
+    report.add_argument("--json", action="store_true", help="print the report as JSON (docs/report-schema.md)")
+    report.add_argument("--provisional", action="store_true", help="also show a window that is still open")
+    report.add_argument("--input", nargs="+", metavar="CAPTURE",
+                        help="compute reports from capture files instead of reading the store")
+    report.add_argument("--time-base", choices=list(TIME_BASES), help="with --input: override engine.time_base")
+    report.add_argument("--grace", default="5m", help="with --input: how far flows may arrive out of order")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 

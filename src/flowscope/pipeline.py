@@ -11,9 +11,10 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
+from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
 from flowscope.collect import PathLike
 from flowscope.collect.allowlist import ExporterAllowlist
 from flowscope.collect.files import read_capture
@@ -21,9 +22,15 @@ from flowscope.collect.tcp import TcpIpfixListener, TcpListenerConfig
 from flowscope.collect.udp import UdpListener, UdpListenerConfig
 from flowscope.decode.records import RecordSet
 from flowscope.decode.session import DecoderConfig, DecoderSession
+from flowscope.export.flowjson import encode_flows
+from flowscope.export.jsonserver import JsonServer, JsonServerConfig
 from flowscope.metrics import Counters
 from flowscope.model import Datagram, ExporterTable, FlowBatch
 from flowscope.normalize import NormalizeConfig, Normalizer
+from flowscope.store import ResultStore
+
+if TYPE_CHECKING:
+    from flowscope.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +55,14 @@ class CollectConfig:
 class Collector:
     """Listeners → bounded queue → decoder thread → outputs."""
 
-    def __init__(self, config: CollectConfig, outputs: list[FlowOutput], counters: Counters) -> None:
+    def __init__(
+        self, config: CollectConfig, outputs: list[FlowOutput], counters: Counters,
+        exporters: ExporterTable | None = None,
+    ) -> None:
         self.config = config
         self.outputs = outputs
         self.counters = counters
+        self.exporters = exporters if exporters is not None else ExporterTable()
         self.session: DecoderSession | None = None
         self.normalizer: Normalizer | None = None
         self.udp_listeners: list[UdpListener] = []
@@ -60,7 +71,7 @@ class Collector:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.session = DecoderSession(self.config.decoder, self.counters, ExporterTable())
+        self.session = DecoderSession(self.config.decoder, self.counters, self.exporters)
         self.normalizer = Normalizer(self.config.normalize, self.session.options, self.counters)
         allowlist = ExporterAllowlist(self.config.allowed_exporters) if self.config.allowed_exporters else None
         self._thread = threading.Thread(target=self._decode_loop, name="flowscope-decode", daemon=True)
@@ -156,3 +167,119 @@ def decode_files(
         if pending:
             records = session.decode(pending)
             yield normalizer.normalize(records), records
+
+
+class EngineOutput:
+    """Feeds every batch to the engine; a ticker thread closes windows on the clock meanwhile."""
+
+    def __init__(self, engine: Engine, tick_interval_ms: int = 100) -> None:
+        self.engine = engine
+        self.tick_interval_ms = tick_interval_ms
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._tick_loop, name="flowscope-engine-clock", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def write(self, batch: FlowBatch, records: list[RecordSet], exporters: ExporterTable) -> None:
+        with self.lock:
+            self.engine.process(batch)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick_interval_ms / 1000):
+            try:
+                with self.lock:
+                    self.engine.tick()
+            except Exception:  # a failing sink must not stop the clock
+                log.exception("engine tick failed")
+                self.engine.counters.add("engine_tick_failures_total")
+
+
+class Service:
+    """`flowscope run`: store, engine, collector (and the JSON stream) in one process."""
+
+    def __init__(self, config: Config, counters: Counters) -> None:
+        self.config = config
+        self.counters = counters
+        self.exporters = ExporterTable()
+        self.store = ResultStore(config.store, counters)
+        self.engine = Engine(config.engine, self.store, self.exporters, counters)
+        self.engine_output = EngineOutput(self.engine)
+        self.json_server: JsonServer | None = None
+        self.collector: Collector | None = None
+
+    def start(self) -> None:
+        self.store.start()
+        self.engine.start()  # restores the checkpoint, and with it the exporter indices
+        outputs: list[FlowOutput] = [self.engine_output]
+        if self.config.json_server:
+            host, _, port = self.config.json_server.rpartition(":")
+            self.json_server = JsonServer(JsonServerConfig(host=host.strip("[]"), port=int(port)), self.counters)
+            self.json_server.start()
+            outputs.append(JsonStreamOutput(self.json_server))
+        self.collector = Collector(self.config.collect, outputs, self.counters, exporters=self.exporters)
+        self.engine_output.start()
+        self.collector.start()
+
+    def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
+        self.engine_output.stop()
+        with self.engine_output.lock:
+            self.engine.tick()
+            self.engine.stop()
+        if self.json_server is not None:
+            self.json_server.stop()
+        self.store.stop()
+
+
+class JsonStreamOutput:
+    """Publishes every batch as JSON lines to the consumers of a JsonServer (if any are connected)."""
+
+    def __init__(self, server: JsonServer, *, padded: bool = False) -> None:
+        self.server = server
+        self.padded = padded
+
+    def write(self, batch: FlowBatch, records: list[RecordSet], exporters: ExporterTable) -> None:
+        if len(batch) and self.server.client_count:
+            self.server.publish(encode_flows(batch, exporters, padded=self.padded), len(batch))
+
+
+class _Collected:
+    def __init__(self) -> None:
+        self.results: list[WindowResult] = []
+
+    def emit(self, results: list[WindowResult]) -> None:
+        self.results.extend(r for r in results if r.final)
+
+
+def offline_results(
+    paths: Iterable[PathLike], engine_config: EngineConfig, *, apply_sampling: bool = True,
+    counters: Counters | None = None,
+) -> list[WindowResult]:
+    """Run capture files through the engine as fast as they can be read, with the data as the clock.
+
+    The result is deterministic for a given input: windows close by the data's own time, so
+    neither the machine's speed nor the wall clock changes it.
+    """
+    counters = counters if counters is not None else Counters()
+    session = DecoderSession(counters=counters)
+    normalizer = Normalizer(NormalizeConfig(apply_sampling=apply_sampling, preserve_order=False),
+                            session.options, counters)
+    sink = _Collected()
+    engine = Engine(replace(engine_config, clock="data", checkpoint_path=None), sink, session.exporters, counters)
+    engine.start()
+    for batch, _ in decode_files(paths, session, normalizer):
+        engine.process(batch)
+        engine.tick()
+    engine.flush()
+    return sink.results

@@ -77,5 +77,6 @@ class KeyedSums:
         probe = np.array([key], self.key_dtype)[0]
         index = int(np.searchsorted(self.keys, probe))
         if index < len(self.keys) and self.keys[index] == probe:
-            return self.sums[index]
+            found: npt.NDArray[np.uint64] = self.sums[index]
+            return found
         return None

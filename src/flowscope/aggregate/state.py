@@ -74,7 +74,7 @@ class TrafficState:
 
     def __init__(self) -> None:
         self.by_class = np.zeros((len(PROTOCOL_CLASSES), 3), np.uint64)
-        self.exporters = KeyedSums(np.uint32, 3)
+        self.exporters = KeyedSums(np.dtype(np.uint32), 3)
         self.tcp_ports = np.zeros((PORTS, 3), np.uint64)
         self.udp_ports = np.zeros((PORTS, 3), np.uint64)
         self.web = np.zeros(3, np.uint64)
@@ -93,11 +93,11 @@ class TrafficState:
             selected = rows.take(rows.protocol == protocol)
             if not len(selected):
                 continue
-            histogram += _histogram(selected.dst_port, selected, PORTS)
+            np.add(histogram, _histogram(selected.dst_port, selected, PORTS), out=histogram)
             if spec.port_side == "either":
                 # nfdump -s port: a flow counts for its source port too, unless both are equal.
                 other = selected.take(selected.src_port != selected.dst_port)
-                histogram += _histogram(other.src_port, other, PORTS)
+                np.add(histogram, _histogram(other.src_port, other, PORTS), out=histogram)
         self._update_web(rows, spec)
 
     def _update_web(self, rows: Rows, spec: StatsSpec) -> None:

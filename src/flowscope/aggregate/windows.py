@@ -9,6 +9,7 @@ of its end).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -68,7 +69,7 @@ class Resolution:
 def check_resolutions(durations_ms: list[int]) -> list[Resolution]:
     """Sorted resolutions; each must divide the next, so longer windows roll up from shorter."""
     ordered = sorted(set(durations_ms))
-    for shorter, longer in zip(ordered, ordered[1:], strict=False):
+    for shorter, longer in itertools.pairwise(ordered):
         if longer % shorter:
             raise ConfigError(
                 f"windows: {format_duration(longer)} is not a multiple of {format_duration(shorter)}; "

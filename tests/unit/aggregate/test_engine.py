@@ -6,12 +6,12 @@ import pickle
 from pathlib import Path
 
 import pytest
+from tests.support.flows import make_batch
 
 from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
 from flowscope.aggregate.stats import StatsSpec, ViewSpec
 from flowscope.metrics import Counters
 from flowscope.model import ExporterTable
-from tests.support.flows import make_batch
 
 T0 = 1_700_000_040_000  # the start of a UTC minute
 HOUR0 = T0 - T0 % 3_600_000
@@ -36,11 +36,11 @@ class Collected:
         return [r for r in self.results if r.final and r.resolution == resolution and r.view == view]
 
 
-def _engine(clock: FakeClock, **config: object) -> tuple[Engine, Collected, Counters]:
+def _engine(fake_clock: FakeClock, **config: object) -> tuple[Engine, Collected, Counters]:
     sink, counters = Collected(), Counters()
     exporters = ExporterTable()
     exporters.index_of("192.0.2.1", 0)
-    engine = Engine(EngineConfig(**config), sink, exporters, counters, clock_ms=clock)  # type: ignore[arg-type]
+    engine = Engine(EngineConfig(**config), sink, exporters, counters, clock_ms=fake_clock)  # type: ignore[arg-type]
     engine.start()
     return engine, sink, counters
 
@@ -210,10 +210,10 @@ def test_checkpoint_restores_open_windows_and_exporter_indices(tmp_path: Path) -
 def test_a_damaged_checkpoint_is_counted_and_ignored(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pkl"
     path.write_bytes(b"not a pickle")
-    engine, _, counters = _engine(FakeClock(T0), checkpoint_path=str(path))
+    _, _, counters = _engine(FakeClock(T0), checkpoint_path=str(path))
     assert counters.total("engine_checkpoint_errors_total", reason="unreadable") == 1
     path.write_bytes(pickle.dumps({"version": 999}))
-    engine, _, counters = _engine(FakeClock(T0), checkpoint_path=str(path))
+    _, _, counters = _engine(FakeClock(T0), checkpoint_path=str(path))
     assert counters.total("engine_checkpoint_errors_total", reason="incompatible") == 1
 
 

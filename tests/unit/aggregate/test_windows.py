@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.support.flows import make_batch
 
 from flowscope.aggregate.windows import (
     Resolution,
@@ -14,7 +15,6 @@ from flowscope.aggregate.windows import (
     split_counts,
 )
 from flowscope.errors import ConfigError
-from tests.support.flows import make_batch
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, a multiple of 1 s and of 1 min (T0 % 60000 == 20000)
 
@@ -27,7 +27,7 @@ def test_durations_parse_and_print() -> None:
     assert parse_duration_ms("1d") == 86_400_000
     assert format_duration(60_000) == "1m"
     assert format_duration(1500) == "1500ms"
-    with pytest.raises(ConfigError, match="windows.live: '1 fortnight'"):
+    with pytest.raises(ConfigError, match=r"windows\.live: '1 fortnight'"):
         parse_duration_ms("1 fortnight", key="windows.live")
     with pytest.raises(ConfigError, match="longer than zero"):
         parse_duration_ms("0s")
