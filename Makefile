@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-## run: start flowscope (today: the collector on UDP 2055/4739 and TCP 4739, printing decoded flows)
+## run: start flowscope: collector (UDP 2055/4739, TCP 4739) + engine + store, in one process
 run: $(STAMP)
-	$(VENV)/bin/flowscope collect $(ARGS)
+	$(VENV)/bin/flowscope run $(ARGS)
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP) lint typecheck

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -170,11 +170,20 @@ def decode_files(
 
 
 class EngineOutput:
-    """Feeds every batch to the engine; a ticker thread closes windows on the clock meanwhile."""
+    """Feeds every batch to the engine; a ticker thread closes windows on the clock meanwhile.
 
-    def __init__(self, engine: Engine, tick_interval_ms: int = 100) -> None:
+    ``maintenance`` (if given) runs on the same thread every ``maintenance_interval_ms``: store
+    retention, for instance.
+    """
+
+    def __init__(
+        self, engine: Engine, tick_interval_ms: int = 100, maintenance: Callable[[int], object] | None = None,
+        maintenance_interval_ms: int = 60_000,
+    ) -> None:
         self.engine = engine
         self.tick_interval_ms = tick_interval_ms
+        self.maintenance = maintenance
+        self.maintenance_interval_ms = maintenance_interval_ms
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,10 +204,15 @@ class EngineOutput:
             self.engine.process(batch)
 
     def _tick_loop(self) -> None:
+        last_maintenance_ms = 0
         while not self._stop.wait(self.tick_interval_ms / 1000):
             try:
                 with self.lock:
                     self.engine.tick()
+                now_ms = self.engine.clock_ms()
+                if self.maintenance is not None and now_ms - last_maintenance_ms >= self.maintenance_interval_ms:
+                    last_maintenance_ms = now_ms
+                    self.maintenance(now_ms)
             except Exception:  # a failing sink must not stop the clock
                 log.exception("engine tick failed")
                 self.engine.counters.add("engine_tick_failures_total")
@@ -213,7 +227,7 @@ class Service:
         self.exporters = ExporterTable()
         self.store = ResultStore(config.store, counters)
         self.engine = Engine(config.engine, self.store, self.exporters, counters)
-        self.engine_output = EngineOutput(self.engine)
+        self.engine_output = EngineOutput(self.engine, maintenance=self.store.prune)
         self.json_server: JsonServer | None = None
         self.collector: Collector | None = None
 
