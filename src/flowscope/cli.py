@@ -31,6 +31,7 @@ from flowscope.normalize import NormalizeConfig, Normalizer
 from flowscope.pipeline import CollectConfig, Collector, JsonStreamOutput, Service, decode_files, offline_results
 from flowscope.report import parse_time_ms, render
 from flowscope.store import ResultStore
+from flowscope.tools.replay import add_replay_parser
 
 log = logging.getLogger("flowscope")
 
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--no-sampling", action="store_true")
     collect.add_argument("--stats", action="store_true", help="print all counters to stderr on exit")
     collect.set_defaults(handler=cmd_collect)
+    add_replay_parser(commands, parents=[common])
 
     configured = argparse.ArgumentParser(add_help=False)
     configured.add_argument("--config", help="TOML configuration file (also FLOWSCOPE_CONFIG)")
