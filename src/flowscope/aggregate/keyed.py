@@ -11,15 +11,31 @@ import numpy as np
 import numpy.typing as npt
 
 
+def _sorted_groups(keys: npt.NDArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The order that sorts ``keys`` and the positions (in that order) where a new key starts.
+
+    16-byte keys (addresses) are sorted as two big-endian uint64 halves with ``lexsort``: six
+    times faster than numpy's byte-string sort, and the same byte order.
+    """
+    if keys.dtype.kind in "SV" and keys.dtype.itemsize == 16:
+        halves = np.ascontiguousarray(keys).view(">u8").reshape(-1, 2).astype(np.uint64)
+        order = np.lexsort((halves[:, 1], halves[:, 0]))
+        high, low = halves[order, 0], halves[order, 1]
+        starts = np.r_[True, (high[1:] != high[:-1]) | (low[1:] != low[:-1])]
+    else:
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    return order, np.flatnonzero(starts)
+
+
 def group_sum(keys: npt.NDArray, values: npt.NDArray[np.uint64]) -> tuple[npt.NDArray, npt.NDArray[np.uint64]]:
     """Unique sorted keys and the column sums of ``values`` (rows × width) per key."""
     if len(keys) == 0:
         return keys, values
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    boundaries = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    order, boundaries = _sorted_groups(keys)
     sums: npt.NDArray[np.uint64] = np.add.reduceat(values[order], boundaries, axis=0)
-    return sorted_keys[boundaries], sums
+    return keys[order[boundaries]], sums
 
 
 class KeyedSums:

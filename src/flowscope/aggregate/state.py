@@ -7,6 +7,7 @@ an hour from its minutes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,15 +52,18 @@ class Rows:
         return np.stack([self.flows, self.packets, self.bytes], axis=1)
 
 
-def _histogram(keys: npt.NDArray, rows: Rows, size: int) -> npt.NDArray[np.uint64]:
+def _histogram(
+    keys: npt.NDArray, flows: npt.NDArray[np.uint64], packets: npt.NDArray[np.uint64],
+    octets: npt.NDArray[np.uint64], size: int,
+) -> npt.NDArray[np.uint64]:
     """(size × 3) sums of flows, packets, bytes per integer key, exact in uint64."""
     out = np.zeros((size, 3), np.uint64)
     if len(keys) == 0:
         return out
     index = keys.astype(np.intp)
-    out[:, 0] = np.bincount(index, weights=None if rows.flows.all() else rows.flows, minlength=size).astype(np.uint64)
+    out[:, 0] = np.bincount(index, weights=None if flows.all() else flows, minlength=size).astype(np.uint64)
     # Large counters would lose precision as float64 weights: split them into high and low words.
-    for column, values in ((1, rows.packets), (2, rows.bytes)):
+    for column, values in ((1, packets), (2, octets)):
         low = np.bincount(index, weights=(values & np.uint64(0xFFFFFFFF)).astype(np.float64), minlength=size)
         high_part = values >> np.uint64(32)
         out[:, column] = low.astype(np.uint64)
@@ -67,6 +71,19 @@ def _histogram(keys: npt.NDArray, rows: Rows, size: int) -> npt.NDArray[np.uint6
             high = np.bincount(index, weights=high_part.astype(np.float64), minlength=size)
             out[:, column] += high.astype(np.uint64) << np.uint64(32)
     return out
+
+
+_WEB_CLASS = np.zeros(256, np.intp)  # 0: neither, 1: TCP, 2: UDP
+_WEB_CLASS[TCP] = 1
+_WEB_CLASS[UDP] = 2
+
+
+@functools.cache
+def _web_table(tcp_ports: tuple[int, ...], udp_ports: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    table = np.zeros((3, PORTS), np.bool_)
+    table[1, list(tcp_ports)] = True
+    table[2, list(udp_ports)] = True
+    return table
 
 
 class TrafficState:
@@ -87,38 +104,38 @@ class TrafficState:
         if len(rows) == 0:
             return
         classes = _CLASS_OF_PROTOCOL[rows.protocol]
-        self.by_class += _histogram(classes, rows, len(PROTOCOL_CLASSES))
+        self.by_class += _histogram(classes, rows.flows, rows.packets, rows.bytes, len(PROTOCOL_CLASSES))
         self.exporters.add(rows.exporter, rows.metrics())
         for protocol, histogram in ((TCP, self.tcp_ports), (UDP, self.udp_ports)):
-            selected = rows.take(rows.protocol == protocol)
-            if not len(selected):
+            selected = rows.protocol == protocol
+            if not selected.any():
                 continue
-            np.add(histogram, _histogram(selected.dst_port, selected, PORTS), out=histogram)
+            flows, packets, octets = rows.flows[selected], rows.packets[selected], rows.bytes[selected]
+            dst_port = rows.dst_port[selected]
+            np.add(histogram, _histogram(dst_port, flows, packets, octets, PORTS), out=histogram)
             if spec.port_side == "either":
                 # nfdump -s port: a flow counts for its source port too, unless both are equal.
-                other = selected.take(selected.src_port != selected.dst_port)
-                np.add(histogram, _histogram(other.src_port, other, PORTS), out=histogram)
+                src_port = rows.src_port[selected]
+                other = src_port != dst_port
+                np.add(histogram, _histogram(src_port[other], flows[other], packets[other], octets[other], PORTS),
+                       out=histogram)
         self._update_web(rows, spec)
 
     def _update_web(self, rows: Rows, spec: StatsSpec) -> None:
-        to_server = np.zeros(len(rows), np.bool_)
-        from_server = np.zeros(len(rows), np.bool_)
-        for protocol, ports in ((TCP, spec.web.tcp_ports), (UDP, spec.web.udp_ports)):
-            if not ports:
-                continue
-            of_protocol = rows.protocol == protocol
-            to_server |= of_protocol & np.isin(rows.dst_port, ports)
-            from_server |= of_protocol & ~to_server & np.isin(rows.src_port, ports)
+        # One lookup in a (protocol, port) table instead of comparing against every port.
+        table = _web_table(spec.web.tcp_ports, spec.web.udp_ports)
+        row_class = _WEB_CLASS[rows.protocol]
+        to_server = table[row_class, rows.dst_port]
+        from_server = ~to_server & table[row_class, rows.src_port]
         web = to_server | from_server
         if not web.any():
             return
-        selected = rows.take(web)
-        self.web += selected.metrics().sum(axis=0, dtype=np.uint64)
+        metrics = rows.metrics()[web]
+        self.web += metrics.sum(axis=0, dtype=np.uint64)
         towards = to_server[web]
-        servers = np.where(towards, selected.dst_addr, selected.src_addr)
-        clients = np.where(towards, selected.src_addr, selected.dst_addr)
-        self.web_servers.add(servers, selected.metrics())
-        self.web_clients.add(clients, selected.metrics())
+        source, destination = rows.src_addr[web], rows.dst_addr[web]
+        self.web_servers.add(np.where(towards, destination, source), metrics)
+        self.web_clients.add(np.where(towards, source, destination), metrics)
 
     # ------------------------------------------------------------------ merge
     def merge(self, other: TrafficState) -> None:
