@@ -257,6 +257,7 @@ class Config:
     web_token: str
     json_server: str
     workers: int
+    stats_path: str = ""
 
 
 def build(settings: Settings) -> Config:
@@ -298,7 +299,7 @@ def build(settings: Settings) -> Config:
     if v["collect.workers"] < 0:
         raise ConfigError(f"collect.workers: {v['collect.workers']} must be 0 or more")
     return Config(collect, engine, store, v["web.host"], v["web.port"], v["web.token"], v["export.json_server"],
-                  v["collect.workers"])
+                  v["collect.workers"], stats_path=str(state_dir / "stats.json"))
 
 
 def describe() -> str:

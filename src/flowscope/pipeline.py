@@ -7,11 +7,14 @@ same for capture files, as fast as they can be read.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
@@ -227,7 +230,8 @@ class Service:
         self.exporters = ExporterTable()
         self.store = ResultStore(config.store, counters)
         self.engine = Engine(config.engine, self.store, self.exporters, counters)
-        self.engine_output = EngineOutput(self.engine, maintenance=self.store.prune)
+        self.engine_output = EngineOutput(self.engine, maintenance=self._maintain, maintenance_interval_ms=2_000)
+        self._last_prune_ms = 0
         self.json_server: JsonServer | None = None
         self.collector: Collector | None = None
 
@@ -243,6 +247,27 @@ class Service:
         self.collector = Collector(self.config.collect, outputs, self.counters, exporters=self.exporters)
         self.engine_output.start()
         self.collector.start()
+
+    def stats(self) -> dict[str, object]:
+        """Counters, kernel drops and the live delay, for the stats file (and later /metrics)."""
+        kernel_drops = {}
+        if self.collector is not None:
+            kernel_drops = {listener.listener: listener.kernel_drops() for listener in self.collector.udp_listeners}
+        return {
+            "counters": self.counters.snapshot(),
+            "kernel_drops": kernel_drops,
+            "live_delay": self.engine.live_delay_quantiles(),
+        }
+
+    def _maintain(self, now_ms: int) -> None:
+        if now_ms - self._last_prune_ms >= 60_000:
+            self._last_prune_ms = now_ms
+            self.store.prune(now_ms)
+        if self.config.stats_path:
+            target = Path(self.config.stats_path)
+            temporary = target.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.stats()))
+            os.replace(temporary, target)
 
     def stop(self) -> None:
         if self.collector is not None:

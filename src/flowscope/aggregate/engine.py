@@ -18,6 +18,7 @@ import os
 import pickle
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ class EngineConfig:
     time_base: str = "received"
     grace_ms: int = 1_000  # a window closes this long after its end
     clock: Literal["wall", "data"] = "wall"
-    provisional_interval_ms: int = 1_000
+    provisional_interval_ms: int = 250
     checkpoint_path: str | None = None
     checkpoint_interval_ms: int = 5_000
     stats: StatsSpec = field(default_factory=StatsSpec)
@@ -107,6 +108,10 @@ class Engine:
         self._watermark_ms: int | None = None
         self._last_provisional_ms = 0
         self._last_checkpoint_ms = 0
+        # Arrival times (collector clock) of batches not yet visible in a published live result,
+        # and the delays measured when they became visible: the "live lag" of the dashboard.
+        self._unpublished_arrivals_ms: list[int] = []
+        self.live_delays_ms: deque[int] = deque(maxlen=100_000)
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -161,6 +166,8 @@ class Engine:
         if late_flows:
             self._window(0, int(starts[late][0])).views["all"].late_flows += late_flows
         self.counters.add("engine_flows_total", len(batch))
+        if self.config.clock == "wall":
+            self._unpublished_arrivals_ms.append(int(batch["time_received"].min()))
 
     def _rows(self, batch: FlowBatch, attribution: Any) -> Rows:
         index = attribution.rows
@@ -228,6 +235,21 @@ class Engine:
         if results:
             self.sink.emit(results)
 
+    def _published(self) -> None:
+        """The live windows were just published: every waiting batch is now visible."""
+        if self._unpublished_arrivals_ms:
+            now = self.clock_ms()
+            self.live_delays_ms.extend(now - arrival for arrival in self._unpublished_arrivals_ms)
+            self._unpublished_arrivals_ms.clear()
+
+    def live_delay_quantiles(self) -> dict[str, int]:
+        """Median and 99th percentile of arrival → live result, over the last 100k batches."""
+        if not self.live_delays_ms:
+            return {}
+        values = np.fromiter(self.live_delays_ms, np.int64, len(self.live_delays_ms))
+        p50, p99, high = np.percentile(values, [50, 99, 100])
+        return {"p50_ms": int(p50), "p99_ms": int(p99), "max_ms": int(high), "samples": len(values)}
+
     def _emit_provisional(self) -> None:
         results: list[WindowResult] = []
         for level, resolution in enumerate(self.resolutions):
@@ -237,6 +259,7 @@ class Engine:
                     window.dirty = False
         if results:
             self.sink.emit(results)
+        self._published()
 
     def _results(self, resolution: Resolution, start: int, window: _Window, *, final: bool) -> list[WindowResult]:
         return [
