@@ -176,10 +176,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     service.start()
     assert service.collector is not None
     ports = ", ".join(
-        [f"udp {listener.bound_address[1]}" for listener in service.collector.udp_listeners]
+        [f"udp {port}" for port in service.udp_ports()]
         + [f"tcp {listener.bound_address[1]}" for listener in service.collector.tcp_listeners]
     )
-    print(f"flowscope: collecting on {ports}; results in {config.store.path}", file=sys.stderr, flush=True)
+    workers = f" with {config.workers} worker processes" if config.workers else ""
+    print(f"flowscope: collecting on {ports}{workers}; results in {config.store.path}", file=sys.stderr, flush=True)
     try:
         stop.wait()
     finally:

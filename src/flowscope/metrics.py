@@ -20,6 +20,8 @@ class Counters:
         self._values: dict[tuple[str, LabelValues], int] = {}
         self._label_names: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
+        # Cumulative snapshots from other processes (collector workers), summed into every read.
+        self._external: dict[str, dict[str, list[tuple[dict[str, str], int]]]] = {}
 
     def add(self, name: str, value: int = 1, **labels: str) -> None:
         """Add ``value`` to counter ``name`` with the given labels (names sorted for a stable key)."""
@@ -45,16 +47,33 @@ class Counters:
         return result
 
     def series(self, name: str) -> Iterator[tuple[dict[str, str], int]]:
-        """Every series of one counter as (labels, value)."""
+        """Every series of one counter as (labels, value), this process's and other processes' summed."""
         with self._lock:
             items = [(k, v) for k, v in self._values.items() if k[0] == name]
             label_names = self._label_names.get(name, ())
+            external = [snapshot.get(name, []) for snapshot in self._external.values()]
+        summed: dict[tuple[tuple[str, str], ...], int] = {}
         for (_, values), value in items:
-            yield dict(zip(label_names, values, strict=True)), value
+            key = tuple(zip(label_names, values, strict=True))
+            summed[key] = summed.get(key, 0) + value
+        for series in external:
+            for labels, value in series:
+                key = tuple(sorted(labels.items()))
+                summed[key] = summed.get(key, 0) + value
+        for key, value in summed.items():
+            yield dict(key), value
+
+    def set_external(self, source: str, snapshot: dict[str, list[tuple[dict[str, str], int]]]) -> None:
+        """Replace the cumulative counters reported by another process (``source`` names it)."""
+        with self._lock:
+            self._external[source] = snapshot
 
     def names(self) -> list[str]:
         with self._lock:
-            return sorted({k[0] for k in self._values})
+            names = {k[0] for k in self._values}
+            for snapshot in self._external.values():
+                names.update(snapshot)
+            return sorted(names)
 
     def snapshot(self) -> dict[str, list[tuple[dict[str, str], int]]]:
         """A copy of everything, for reports and tests."""

@@ -34,6 +34,7 @@ from flowscope.store import ResultStore
 
 if TYPE_CHECKING:
     from flowscope.config import Config
+    from flowscope.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ class Service:
         self._last_prune_ms = 0
         self.json_server: JsonServer | None = None
         self.collector: Collector | None = None
+        self.workers: WorkerPool | None = None
 
     def start(self) -> None:
         self.store.start()
@@ -244,15 +246,31 @@ class Service:
             self.json_server = JsonServer(JsonServerConfig(host=host.strip("[]"), port=int(port)), self.counters)
             self.json_server.start()
             outputs.append(JsonStreamOutput(self.json_server))
-        self.collector = Collector(self.config.collect, outputs, self.counters, exporters=self.exporters)
+        collect = self.config.collect
+        if self.config.workers > 0:
+            from flowscope.workers import WorkerPool  # noqa: PLC0415  (workers imports this module)
+
+            self.workers = WorkerPool(self.config.workers, collect, self.engine, self.engine_output.lock,
+                                      self.counters)
+            collect = replace(collect, udp=())  # the workers own the UDP ports; TCP stays here
+        self.collector = Collector(collect, outputs, self.counters, exporters=self.exporters)
         self.engine_output.start()
+        if self.workers is not None:
+            self.workers.start()
         self.collector.start()
+
+    def udp_ports(self) -> list[int]:
+        if self.workers is not None:
+            return [port for _, port in self.workers.bound_addresses]
+        return [listener.bound_address[1] for listener in self.collector.udp_listeners] if self.collector else []
 
     def stats(self) -> dict[str, object]:
         """Counters, kernel drops and the live delay, for the stats file (and later /metrics)."""
-        kernel_drops = {}
+        kernel_drops: dict[str, int | None] = {}
         if self.collector is not None:
             kernel_drops = {listener.listener: listener.kernel_drops() for listener in self.collector.udp_listeners}
+        if self.workers is not None:
+            kernel_drops.update(self.workers.kernel_drops)
         return {
             "counters": self.counters.snapshot(),
             "kernel_drops": kernel_drops,
@@ -270,6 +288,8 @@ class Service:
             os.replace(temporary, target)
 
     def stop(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
         if self.collector is not None:
             self.collector.stop()
         self.engine_output.stop()

@@ -169,6 +169,27 @@ class Engine:
         if self.config.clock == "wall":
             self._unpublished_arrivals_ms.append(int(batch["time_received"].min()))
 
+    def merge_partial(self, start_ms: int, views: dict[str, TrafficState], arrival_ms: int | None = None) -> None:
+        """Merge a finest-window partial state aggregated elsewhere (a collector worker process).
+
+        Same rules as ``process``: a state for a window that has closed is late and folded into
+        the window open now.
+        """
+        finest = self.resolutions[0]
+        horizon = self._horizon_ms[0]
+        if start_ms < horizon:
+            late_flows = int(views["all"].by_class[:, 0].sum()) if "all" in views else 0
+            start_ms = max(finest.start_of(self._now()), horizon)
+            self.counters.add("engine_late_flows_total", late_flows)
+            views["all"].late_flows += late_flows
+        window = self._window(0, start_ms)
+        for name, state in views.items():
+            if name in window.views:
+                window.views[name].merge(state)
+        window.dirty = True
+        if arrival_ms is not None and self.config.clock == "wall":
+            self._unpublished_arrivals_ms.append(arrival_ms)
+
     def _rows(self, batch: FlowBatch, attribution: Any) -> Rows:
         index = attribution.rows
         spread = attribution.share is not None
@@ -267,6 +288,12 @@ class Engine:
                          state.result(self.config.stats, self.exporters))
             for name, state in window.views.items()
         ]
+
+    def take_finest(self) -> dict[int, dict[str, TrafficState]]:
+        """Remove and return the open finest windows (a worker shipping its partial states)."""
+        taken = {start: window.views for start, window in self._open[0].items()}
+        self._open[0] = {}
+        return taken
 
     def open_windows(self, level: int) -> dict[int, dict[str, TrafficState]]:
         """Read-only view of open windows (tests, live API)."""
