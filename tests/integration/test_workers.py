@@ -64,7 +64,9 @@ def test_workers_preaggregate_and_the_aggregator_merges_everything(tmp_path: Pat
     shipments = {labels["worker"] for labels, _ in stats["counters"]["workers_shipments_total"]}
     assert shipments == {"0", "1"}
     with sqlite3.connect(tmp_path / "flowscope.db") as connection:
-        rows = connection.execute("SELECT flows, payload FROM results WHERE interval = '1s' AND view = 'all'").fetchall()
+        rows = connection.execute(
+            "SELECT flows, payload FROM results WHERE interval = '1s' AND view = 'all'"
+        ).fetchall()
     assert sum(flows for flows, _ in rows) == 40000
     exporters: dict[tuple[str, int], int] = {}
     for _, payload in rows:
