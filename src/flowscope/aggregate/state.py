@@ -114,11 +114,10 @@ class TrafficState:
             dst_port = rows.dst_port[selected]
             np.add(histogram, _histogram(dst_port, flows, packets, octets, PORTS), out=histogram)
             if spec.port_side == "either":
-                # nfdump -s port: a flow counts for its source port too, unless both are equal.
+                # nfdump -s port: a flow counts for its source port too, also when both ports are the
+                # same (nfdump adds each side unconditionally: such a flow counts twice for its port).
                 src_port = rows.src_port[selected]
-                other = src_port != dst_port
-                np.add(histogram, _histogram(src_port[other], flows[other], packets[other], octets[other], PORTS),
-                       out=histogram)
+                np.add(histogram, _histogram(src_port, flows, packets, octets, PORTS), out=histogram)
         self._update_web(rows, spec)
 
     def _update_web(self, rows: Rows, spec: StatsSpec) -> None:
