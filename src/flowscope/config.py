@@ -278,7 +278,7 @@ def build(settings: Settings) -> Config:
         grace_ms=v["engine.grace"],
         provisional_interval_ms=v["engine.provisional_interval"],
         checkpoint_interval_ms=v["engine.checkpoint_interval"],
-        checkpoint_path=str(state_dir / "checkpoint.pkl"),
+        checkpoint_dir=str(state_dir / "checkpoint"),
         stats=stats,
     )
     retention = {"1s": v["store.retention.1s"], "1m": v["store.retention.1m"], "1h": v["store.retention.1h"],

@@ -30,10 +30,12 @@ from flowscope.export.jsonserver import JsonServer, JsonServerConfig
 from flowscope.metrics import Counters
 from flowscope.model import Datagram, ExporterTable, FlowBatch
 from flowscope.normalize import NormalizeConfig, Normalizer
+from flowscope.serve.sinks import ExporterTraffic, FanOut, LiveBroadcaster
 from flowscope.store import ResultStore
 
 if TYPE_CHECKING:
     from flowscope.config import Config
+    from flowscope.serve.server import WebServer
     from flowscope.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -223,23 +225,32 @@ class EngineOutput:
 
 
 class Service:
-    """`flowscope run`: store, engine, collector (and the JSON stream) in one process."""
+    """`flowscope run`: store, engine, collector, web server (and the JSON stream) in one process."""
 
     def __init__(self, config: Config, counters: Counters) -> None:
         self.config = config
         self.counters = counters
         self.exporters = ExporterTable()
         self.store = ResultStore(config.store, counters)
-        self.engine = Engine(config.engine, self.store, self.exporters, counters)
+        # Window results go to the store, to the live subscribers and to the per-exporter totals.
+        self.broadcaster = LiveBroadcaster(counters)
+        self.traffic = ExporterTraffic(min(config.engine.windows_ms))
+        sink = FanOut([self.store, self.broadcaster, self.traffic], counters)
+        self.engine = Engine(config.engine, sink, self.exporters, counters)
         self.engine_output = EngineOutput(self.engine, maintenance=self._maintain, maintenance_interval_ms=2_000)
         self._last_prune_ms = 0
         self.json_server: JsonServer | None = None
         self.collector: Collector | None = None
         self.workers: WorkerPool | None = None
+        self.web: WebServer | None = None
 
     def start(self) -> None:
         self.store.start()
         self.engine.start()  # restores the checkpoint, and with it the exporter indices
+        if self.config.web_host:  # an empty web.host turns the web server off
+            from flowscope.serve.server import start_dashboard  # noqa: PLC0415  (web libraries only when on)
+
+            self.web = start_dashboard(self)
         outputs: list[FlowOutput] = [self.engine_output]
         if self.config.json_server:
             host, _, port = self.config.json_server.rpartition(":")
@@ -288,6 +299,8 @@ class Service:
             os.replace(temporary, target)
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.collector is not None:
@@ -335,7 +348,7 @@ def offline_results(
     normalizer = Normalizer(NormalizeConfig(apply_sampling=apply_sampling, preserve_order=False),
                             session.options, counters)
     sink = _Collected()
-    engine = Engine(replace(engine_config, clock="data", checkpoint_path=None), sink, session.exporters, counters)
+    engine = Engine(replace(engine_config, clock="data", checkpoint_dir=None), sink, session.exporters, counters)
     engine.start()
     for batch, _ in decode_files(paths, session, normalizer):
         engine.process(batch)

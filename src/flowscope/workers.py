@@ -70,7 +70,7 @@ def worker_main(index: int, collect: CollectConfig, engine_config: Any, ship_int
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     counters = Counters()
     exporters = ExporterTable()
-    engine = Engine(replace(engine_config, checkpoint_path=None), _NullSink(), exporters, counters)
+    engine = Engine(replace(engine_config, checkpoint_dir=None), _NullSink(), exporters, counters)
     engine.start()
     output = _PartialOutput(engine)
     collector = Collector(replace(collect, tcp=()), [output], counters, exporters=exporters)

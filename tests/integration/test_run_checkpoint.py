@@ -75,7 +75,7 @@ def test_sigkill_loses_at_most_the_checkpoint_interval(tmp_path: Path) -> None:
     time.sleep(1.5)  # > checkpoint interval: the flows are in the checkpoint's open windows
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(timeout=10)
-    assert (tmp_path / "checkpoint.pkl").exists()
+    assert (tmp_path / "checkpoint" / "manifest.json").exists()
 
     second = Run(tmp_path)
     second.send(messages)

@@ -14,20 +14,18 @@ offline reports, which makes offline results deterministic.
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from flowscope.aggregate.checkpoint import CheckpointError, CheckpointFiles
 from flowscope.aggregate.filters import Filter, compile_filter
+from flowscope.aggregate.hosts import HostState
 from flowscope.aggregate.state import Rows, TrafficState
 from flowscope.aggregate.stats import StatsSpec
 from flowscope.aggregate.windows import Resolution, attribute, check_resolutions, split_counts
@@ -45,8 +43,9 @@ class EngineConfig:
     time_base: str = "received"
     grace_ms: int = 1_000  # a window closes this long after its end
     clock: Literal["wall", "data"] = "wall"
-    provisional_interval_ms: int = 250
-    checkpoint_path: str | None = None
+    provisional_interval_ms: int = 250  # live (finest) windows
+    report_provisional_interval_ms: int = 5_000  # longer windows: costly with many hosts, slow to change
+    checkpoint_dir: str | None = None
     checkpoint_interval_ms: int = 5_000
     stats: StatsSpec = field(default_factory=StatsSpec)
 
@@ -106,8 +105,12 @@ class Engine:
         self._open: list[dict[int, _Window]] = []
         self._horizon_ms: list[int] = []  # windows starting before this have closed, per level
         self._watermark_ms: int | None = None
-        self._last_provisional_ms = 0
+        self._last_provisional_ms: list[int] = []
         self._last_checkpoint_ms = 0
+        self._checkpoint: CheckpointFiles | None = None
+        self._changed: list[bool] = []  # per level: changed since the last checkpoint
+        self._watch_added: set[str] = set()  # run-time watch list changes, kept in checkpoints
+        self._watch_removed: set[str] = set()
         # Arrival times (collector clock) of batches not yet visible in a published live result,
         # and the delays measured when they became visible: the "live lag" of the dashboard.
         self._unpublished_arrivals_ms: list[int] = []
@@ -121,13 +124,17 @@ class Engine:
             self._filters[view.name] = compile_filter(view.filter)
         self._open = [{} for _ in self.resolutions]
         self._horizon_ms = [-(1 << 62)] * len(self.resolutions)
-        if self.config.checkpoint_path and Path(self.config.checkpoint_path).exists():
-            self._restore(Path(self.config.checkpoint_path))
+        self._changed = [True] * len(self.resolutions)
+        self._last_provisional_ms = [0] * len(self.resolutions)
+        if self.config.checkpoint_dir:
+            self._checkpoint = CheckpointFiles(self.config.checkpoint_dir)
+            self._restore()
         self._last_checkpoint_ms = self._now()
 
     def stop(self) -> None:
-        """Live stop: keep open windows in the checkpoint so a restart continues them."""
-        if self.config.checkpoint_path:
+        """Live stop: publish what the open windows hold, and checkpoint them for the restart."""
+        self._emit_provisional(self._now(), force=True)
+        if self._checkpoint is not None:
             self.checkpoint()
 
     def flush(self) -> None:
@@ -165,6 +172,7 @@ class Engine:
             window.dirty = True
         if late_flows:
             self._window(0, int(starts[late][0])).views["all"].late_flows += late_flows
+        self._changed[0] = True
         self.counters.add("engine_flows_total", len(batch))
         if self.config.clock == "wall":
             self._unpublished_arrivals_ms.append(int(batch["time_received"].min()))
@@ -187,6 +195,7 @@ class Engine:
             if name in window.views:
                 window.views[name].merge(state)
         window.dirty = True
+        self._changed[0] = True
         if arrival_ms is not None and self.config.clock == "wall":
             self._unpublished_arrivals_ms.append(arrival_ms)
 
@@ -214,9 +223,51 @@ class Engine:
     def _window(self, level: int, start: int) -> _Window:
         window = self._open[level].get(start)
         if window is None:
-            window = _Window({name: TrafficState() for name in self._filters})
+            window = _Window({name: self._new_state(name) for name in self._filters})
             self._open[level][start] = window
         return window
+
+    def _new_state(self, view: str) -> TrafficState:
+        # Host statistics only for the unfiltered view: their memory would multiply by views.
+        if view != "all":
+            return TrafficState()
+        return TrafficState(hosts=HostState(watched=self._watch_added, unwatched=self._watch_removed))
+
+    # ------------------------------------------------------------------ hosts
+    def watch(self, address: str) -> None:
+        """Count ``address`` exactly from now on, in every open window and every later one."""
+        self._watch_added.add(address)
+        self._watch_removed.discard(address)
+        for level in self._open:
+            for window in level.values():
+                hosts = window.views["all"].hosts
+                if hosts is not None:
+                    hosts.watch(address)
+        self._changed = [True] * len(self._changed)
+
+    def unwatch(self, address: str) -> None:
+        self._watch_removed.add(address)
+        self._watch_added.discard(address)
+        for level in self._open:
+            for window in level.values():
+                hosts = window.views["all"].hosts
+                if hosts is not None:
+                    hosts.unwatch(address)
+        self._changed = [True] * len(self._changed)
+
+    def watched_hosts(self) -> list[str]:
+        configured = set(self.config.stats.watched_hosts)
+        return sorted((configured | self._watch_added) - self._watch_removed)
+
+    def lookup_host(self, address: str, level: int) -> list[dict[str, Any]]:
+        """The host's statistics in every open window of one resolution (oldest first)."""
+        found = []
+        for start, window in sorted(self._open[level].items()):
+            hosts = window.views["all"].hosts
+            entry = hosts.lookup(address, self.config.stats) if hosts is not None else None
+            if entry is not None:
+                found.append({"start_ms": start, **entry})
+        return found
 
     # ------------------------------------------------------------------- time
     def _now(self) -> int:
@@ -228,10 +279,8 @@ class Engine:
         """Close what is due, emit provisional results and checkpoint when their intervals pass."""
         now = self._now()
         self._close(until_ms=now)
-        if now - self._last_provisional_ms >= self.config.provisional_interval_ms:
-            self._last_provisional_ms = now
-            self._emit_provisional()
-        if self.config.checkpoint_path and now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
+        self._emit_provisional(now)
+        if self._checkpoint is not None and now - self._last_checkpoint_ms >= self.config.checkpoint_interval_ms:
             self.checkpoint()
 
     def _close(self, until_ms: int | None) -> None:
@@ -247,11 +296,13 @@ class Engine:
                 window = windows.pop(start)
                 results.extend(self._results(resolution, start, window, final=True))
                 self._horizon_ms[level] = max(self._horizon_ms[level], start + resolution.duration_ms)
+                self._changed[level] = True
                 if level + 1 < len(self.resolutions):
                     parent = self._window(level + 1, self.resolutions[level + 1].start_of(start))
                     for name, state in window.views.items():
                         parent.views[name].merge(state)
                     parent.dirty = True
+                    self._changed[level + 1] = True
                 self.counters.add("engine_windows_closed_total", resolution=resolution.name)
         if results:
             self.sink.emit(results)
@@ -271,9 +322,13 @@ class Engine:
         p50, p99, high = np.percentile(values, [50, 99, 100])
         return {"p50_ms": int(p50), "p99_ms": int(p99), "max_ms": int(high), "samples": len(values)}
 
-    def _emit_provisional(self) -> None:
+    def _emit_provisional(self, now: int, *, force: bool = False) -> None:
         results: list[WindowResult] = []
         for level, resolution in enumerate(self.resolutions):
+            interval = self.config.provisional_interval_ms if level == 0 else self.config.report_provisional_interval_ms
+            if not force and now - self._last_provisional_ms[level] < interval:
+                continue
+            self._last_provisional_ms[level] = now
             for start, window in sorted(self._open[level].items()):
                 if window.dirty:
                     results.extend(self._results(resolution, start, window, final=False))
@@ -301,54 +356,62 @@ class Engine:
 
     # ------------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:
-        """Write open windows atomically (temp file + rename) so SIGKILL never leaves half a file."""
-        path = self.config.checkpoint_path
-        if not path:
+        """Save open windows: changed resolutions only, committed atomically (see checkpoint.py)."""
+        if self._checkpoint is None:
             return
-        state = {
+        header = {
             "version": CHECKPOINT_VERSION,
             "windows_ms": [r.duration_ms for r in self.resolutions],
             "views": list(self._filters),
-            "open": self._open,
             "horizon_ms": self._horizon_ms,
             "watermark_ms": self._watermark_ms,
             "exporters": self.exporters.entries(),
+            "watch_added": sorted(self._watch_added),
+            "watch_removed": sorted(self._watch_removed),
         }
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".checkpoint-", delete=False) as handle:
-            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
+        levels = [self._open[level] if changed else None for level, changed in enumerate(self._changed)]
+        written = self._checkpoint.write(header, levels)
+        self._changed = [False] * len(self._changed)
         self._last_checkpoint_ms = self._now()
         self.counters.add("engine_checkpoints_total")
+        self.counters.add("engine_checkpoint_level_files_total", written)
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self) -> None:
+        assert self._checkpoint is not None
         try:
-            with path.open("rb") as handle:
-                state = pickle.load(handle)  # our own file, written by checkpoint()
-        except (OSError, pickle.UnpicklingError, EOFError) as error:
-            log.warning("checkpoint %s unreadable (%s); starting empty", path, error)
-            self.counters.add("engine_checkpoint_errors_total", reason="unreadable")
+            found = self._checkpoint.read()
+        except CheckpointError as error:
+            log.warning("%s; starting empty", error)
+            self.counters.add("engine_checkpoint_errors_total", reason=error.reason)
             return
+        if found is None:
+            return
+        header, levels = found
         if (
-            state.get("version") != CHECKPOINT_VERSION
-            or state.get("windows_ms") != [r.duration_ms for r in self.resolutions]
-            or state.get("views") != list(self._filters)
+            header.get("version") != CHECKPOINT_VERSION
+            or header.get("windows_ms") != [r.duration_ms for r in self.resolutions]
+            or header.get("views") != list(self._filters)
         ):
-            log.warning("checkpoint %s was written with other windows or views; starting empty", path)
+            log.warning("checkpoint in %s was written with other windows or views; starting empty",
+                        self.config.checkpoint_dir)
             self.counters.add("engine_checkpoint_errors_total", reason="incompatible")
             return
-        for address, domain in state["exporters"]:
+        if self.exporters.entries() and self.exporters.entries() != [tuple(e) for e in header["exporters"]][
+            : len(self.exporters)
+        ]:
+            raise RuntimeError("the exporter table must be empty (or the checkpoint's) when the engine starts")
+        for address, domain in header["exporters"]:
             self.exporters.index_of(address, domain)  # same indices as before the restart
-        self._open = state["open"]
-        self._horizon_ms = state["horizon_ms"]
-        self._watermark_ms = state["watermark_ms"]
+        self._open = levels
+        self._horizon_ms = header["horizon_ms"]
+        self._watermark_ms = header["watermark_ms"]
+        self._watch_added = set(header["watch_added"])
+        self._watch_removed = set(header["watch_removed"])
         for level in self._open:
             for window in level.values():
                 window.dirty = True
-        log.info("restored %d open windows from %s", sum(len(level) for level in self._open), path)
+        log.info("restored %d open windows from %s", sum(len(level) for level in self._open),
+                 self.config.checkpoint_dir)
 
 
 def _combine(first: npt.NDArray[np.bool_] | None, second: npt.NDArray[np.bool_] | None) -> npt.NDArray | None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from flowscope.aggregate.hosts import HostState
 from flowscope.aggregate.keyed import KeyedSums
 from flowscope.aggregate.stats import METRICS, PROTOCOL_CLASSES, TCP, UDP, StatsSpec
 from flowscope.model import ExporterTable, address_text
@@ -89,7 +90,8 @@ def _web_table(tcp_ports: tuple[int, ...], udp_ports: tuple[int, ...]) -> npt.ND
 class TrafficState:
     """Totals, protocol split, exporters, top ports and web traffic of one window of one view."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: HostState | None = None) -> None:
+        self.hosts = hosts  # host statistics: only the "all" view keeps them (memory)
         self.by_class = np.zeros((len(PROTOCOL_CLASSES), 3), np.uint64)
         self.exporters = KeyedSums(np.dtype(np.uint32), 3)
         self.tcp_ports = np.zeros((PORTS, 3), np.uint64)
@@ -119,6 +121,8 @@ class TrafficState:
                 src_port = rows.src_port[selected]
                 np.add(histogram, _histogram(src_port, flows, packets, octets, PORTS), out=histogram)
         self._update_web(rows, spec)
+        if self.hosts is not None:
+            self.hosts.update(rows, spec)
 
     def _update_web(self, rows: Rows, spec: StatsSpec) -> None:
         # One lookup in a (protocol, port) table instead of comparing against every port.
@@ -146,6 +150,10 @@ class TrafficState:
         self.web_servers.merge(other.web_servers)
         self.web_clients.merge(other.web_clients)
         self.late_flows += other.late_flows
+        if other.hosts is not None:
+            if self.hosts is None:
+                self.hosts = HostState()
+            self.hosts.merge(other.hosts)
 
     # ------------------------------------------------------------- checkpoint
     def __getstate__(self) -> dict[str, Any]:
@@ -183,6 +191,7 @@ class TrafficState:
                 "top_clients": _top_addresses(self.web_clients, spec.top_n),
             },
             "late_flows": self.late_flows,
+            **({"hosts": self.hosts.result(spec)} if self.hosts is not None else {}),
         }
 
     def _exporters(self, exporters: ExporterTable) -> list[dict[str, Any]]:

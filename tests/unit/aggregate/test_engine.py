@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import json
 from pathlib import Path
 
 import pytest
@@ -184,9 +184,9 @@ def test_views_have_their_own_totals() -> None:
 
 
 def test_checkpoint_restores_open_windows_and_exporter_indices(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "checkpoint.pkl"
+    path = tmp_path / "state" / "checkpoint"
     clock = FakeClock(T0 + 30_000)
-    engine, _, _ = _engine(clock, grace_ms=0, checkpoint_path=str(path))
+    engine, _, _ = _engine(clock, grace_ms=0, checkpoint_dir=str(path))
     engine.exporters.index_of("198.51.100.1", 7)
     engine.process(_flows([T0 + 30_000], exporter=1, packets=3))
     clock.now_ms = T0 + 31_000
@@ -194,7 +194,7 @@ def test_checkpoint_restores_open_windows_and_exporter_indices(tmp_path: Path) -
     engine.checkpoint()
     # A new process: fresh exporter table, the engine restores it and the open minute.
     sink, counters, exporters = Collected(), Counters(), ExporterTable()
-    restored = Engine(EngineConfig(grace_ms=0, checkpoint_path=str(path)), sink, exporters, counters,
+    restored = Engine(EngineConfig(grace_ms=0, checkpoint_dir=str(path)), sink, exporters, counters,
                       clock_ms=clock)
     restored.start()
     assert exporters.entries() == [("192.0.2.1", 0), ("198.51.100.1", 7)]
@@ -209,13 +209,48 @@ def test_checkpoint_restores_open_windows_and_exporter_indices(tmp_path: Path) -
 
 
 def test_a_damaged_checkpoint_is_counted_and_ignored(tmp_path: Path) -> None:
-    path = tmp_path / "checkpoint.pkl"
-    path.write_bytes(b"not a pickle")
-    _, _, counters = _engine(FakeClock(T0), checkpoint_path=str(path))
+    (tmp_path / "manifest.json").write_text("{not json")
+    _, _, counters = _engine(FakeClock(T0), checkpoint_dir=str(tmp_path))
     assert counters.total("engine_checkpoint_errors_total", reason="unreadable") == 1
-    path.write_bytes(pickle.dumps({"version": 999}))
-    _, _, counters = _engine(FakeClock(T0), checkpoint_path=str(path))
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": 999, "levels": []}))
+    _, _, counters = _engine(FakeClock(T0), checkpoint_dir=str(tmp_path))
     assert counters.total("engine_checkpoint_errors_total", reason="incompatible") == 1
+
+
+def test_only_changed_resolutions_are_rewritten(tmp_path: Path) -> None:
+    clock = FakeClock(T0 + 5_000)
+    engine, _, counters = _engine(clock, grace_ms=0, checkpoint_dir=str(tmp_path))
+    engine.process(_flows([T0 + 5_000]))
+    engine.checkpoint()  # first checkpoint: every level
+    assert counters.total("engine_checkpoint_level_files_total") == 3
+    engine.process(_flows([T0 + 5_100]))
+    engine.checkpoint()  # only the seconds changed
+    assert counters.total("engine_checkpoint_level_files_total") == 4
+    clock.now_ms = T0 + 6_000
+    engine.tick()  # the second closes into the minute: seconds and minute change, the hour does not
+    engine.checkpoint()
+    assert counters.total("engine_checkpoint_level_files_total") == 6
+    assert len(list(tmp_path.glob("level*.pkl"))) == 3  # old generations are removed
+
+
+def test_watching_a_host_at_run_time_survives_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    engine, _, _ = _engine(clock, grace_ms=0, checkpoint_dir=str(tmp_path))
+    engine.watch("10.0.0.7")
+    engine.process(_flows([T0, T0], src_addr=["10.0.0.7", "10.0.0.8"], dst_addr="192.0.2.9", bytes=[100, 50]))
+    [entry] = engine.lookup_host("10.0.0.7", 0)
+    assert entry["sent"]["bytes"] == 100
+    assert entry["exact"] is True
+    engine.checkpoint()
+    sink, counters, exporters = Collected(), Counters(), ExporterTable()
+    restored = Engine(EngineConfig(grace_ms=0, checkpoint_dir=str(tmp_path)), sink, exporters, counters,
+                      clock_ms=clock)
+    restored.start()
+    assert restored.watched_hosts() == ["10.0.0.7"]
+    restored.flush()
+    [second] = sink.finals("1s")
+    assert [h["address"] for h in second.payload["hosts"]["watched"]] == ["10.0.0.7"]
+    assert second.payload["hosts"]["watched"][0]["partners"] == 1
 
 
 @pytest.mark.parametrize("time_base", ["received", "end", "spread"])
