@@ -181,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     workers = f" with {config.workers} worker processes" if config.workers else ""
     print(f"flowscope: collecting on {ports}{workers}; results in {config.store.path}", file=sys.stderr, flush=True)
+    if service.web is not None:
+        print(f"flowscope: dashboard on {service.web.url}", file=sys.stderr, flush=True)
     try:
         stop.wait()
     finally:

@@ -10,31 +10,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-LabelValues = tuple[str, ...]
+Labels = tuple[tuple[str, str], ...]  # (label name, value) pairs, sorted by name
 
 
 class Counters:
     """A thread-safe family of labelled counters."""
 
     def __init__(self) -> None:
-        self._values: dict[tuple[str, LabelValues], int] = {}
-        self._label_names: dict[str, tuple[str, ...]] = {}
+        # Keyed by name and the (label, value) pairs: one name may be counted with different label sets.
+        self._values: dict[tuple[str, Labels], int] = {}
         self._lock = threading.Lock()
         # Cumulative snapshots from other processes (collector workers), summed into every read.
         self._external: dict[str, dict[str, list[tuple[dict[str, str], int]]]] = {}
 
     def add(self, name: str, value: int = 1, **labels: str) -> None:
         """Add ``value`` to counter ``name`` with the given labels (names sorted for a stable key)."""
-        label_names = tuple(sorted(labels))
-        key = (name, tuple(str(labels[n]) for n in label_names))
+        key = (name, tuple((n, str(labels[n])) for n in sorted(labels)))
         with self._lock:
             self._values[key] = self._values.get(key, 0) + value
-            self._label_names.setdefault(name, label_names)
 
     def get(self, name: str, **labels: str) -> int:
         """The value of one counter series (0 if it never moved)."""
-        label_names = tuple(sorted(labels))
-        key = (name, tuple(str(labels[n]) for n in label_names))
+        key = (name, tuple((n, str(labels[n])) for n in sorted(labels)))
         with self._lock:
             return self._values.get(key, 0)
 
@@ -50,12 +47,10 @@ class Counters:
         """Every series of one counter as (labels, value), this process's and other processes' summed."""
         with self._lock:
             items = [(k, v) for k, v in self._values.items() if k[0] == name]
-            label_names = self._label_names.get(name, ())
             external = [snapshot.get(name, []) for snapshot in self._external.values()]
-        summed: dict[tuple[tuple[str, str], ...], int] = {}
-        for (_, values), value in items:
-            key = tuple(zip(label_names, values, strict=True))
-            summed[key] = summed.get(key, 0) + value
+        summed: dict[Labels, int] = {}
+        for (_, pairs), value in items:
+            summed[pairs] = summed.get(pairs, 0) + value
         for series in external:
             for labels, value in series:
                 key = tuple(sorted(labels.items()))

@@ -32,7 +32,7 @@ def _messages() -> list[bytes]:
 
 class Run:
     def __init__(self, state_dir: Path) -> None:
-        settings = ["collect.udp_ports=0", "collect.tcp_ports=0", f"engine.state_dir={state_dir}",
+        settings = ["collect.udp_ports=0", "collect.tcp_ports=0", "web.port=0", f"engine.state_dir={state_dir}",
                     "engine.checkpoint_interval=500ms", "engine.provisional_interval=100ms", "engine.grace=300ms"]
         command = [sys.executable, "-m", "flowscope.cli", "run"]
         for setting in settings:

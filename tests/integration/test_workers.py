@@ -29,6 +29,7 @@ def test_workers_preaggregate_and_the_aggregator_merges_everything(tmp_path: Pat
     port = _free_udp_port()
     command = [sys.executable, "-m", "flowscope.cli", "run", "--set", "collect.host=127.0.0.1",
                "--set", f"collect.udp_ports={port}", "--set", "collect.tcp_ports=0", "--set", "collect.workers=2",
+               "--set", "web.port=0",
                "--set", f"engine.state_dir={tmp_path}", "--set", "engine.grace=200ms"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     ready = threading.Event()
