@@ -13,6 +13,7 @@ offline reports, which makes offline results deterministic.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from flowscope.aggregate.hosts import HostState
 from flowscope.aggregate.state import Rows, TrafficState
 from flowscope.aggregate.stats import StatsSpec
 from flowscope.aggregate.windows import Resolution, attribute, check_resolutions, split_counts
+from flowscope.errors import ConfigError
 from flowscope.metrics import Counters
 from flowscope.model import ExporterTable, FlowBatch
 
@@ -236,6 +238,7 @@ class Engine:
     # ------------------------------------------------------------------ hosts
     def watch(self, address: str) -> None:
         """Count ``address`` exactly from now on, in every open window and every later one."""
+        address = _canonical(address)
         self._watch_added.add(address)
         self._watch_removed.discard(address)
         for level in self._open:
@@ -246,6 +249,7 @@ class Engine:
         self._changed = [True] * len(self._changed)
 
     def unwatch(self, address: str) -> None:
+        address = _canonical(address)
         self._watch_removed.add(address)
         self._watch_added.discard(address)
         for level in self._open:
@@ -256,7 +260,7 @@ class Engine:
         self._changed = [True] * len(self._changed)
 
     def watched_hosts(self) -> list[str]:
-        configured = set(self.config.stats.watched_hosts)
+        configured = {_canonical(a) for a in self.config.stats.watched_hosts}
         return sorted((configured | self._watch_added) - self._watch_removed)
 
     def lookup_host(self, address: str, level: int) -> list[dict[str, Any]]:
@@ -412,6 +416,14 @@ class Engine:
                 window.dirty = True
         log.info("restored %d open windows from %s", sum(len(level) for level in self._open),
                  self.config.checkpoint_dir)
+
+
+def _canonical(address: str) -> str:
+    """One spelling per address ('2001:DB8::1' and '2001:db8::1' are the same host)."""
+    try:
+        return str(ipaddress.ip_address(address.strip()))
+    except ValueError:
+        raise ConfigError(f"host: {address!r} is not an IP address") from None
 
 
 def _combine(first: npt.NDArray[np.bool_] | None, second: npt.NDArray[np.bool_] | None) -> npt.NDArray | None:
