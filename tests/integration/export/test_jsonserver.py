@@ -56,31 +56,42 @@ def test_every_consumer_receives_every_batch(server) -> None:  # type: ignore[no
     assert counters.total("json_stream_dropped_flows_total") == 0
 
 
-def test_slow_consumer_loses_whole_batches_and_never_stalls_the_publisher(server) -> None:  # type: ignore[no-untyped-def]
-    srv, counters = server
+def test_slow_consumer_loses_whole_batches_and_never_stalls_the_publisher() -> None:
+    counters = Counters()
+    srv = JsonServer(JsonServerConfig(host="127.0.0.1", port=0, client_buffer_bytes=1 << 20), counters)
+    srv.start()
+    try:
+        _slow_consumer_case(srv, counters)
+    finally:
+        srv.stop()
+
+
+def _slow_consumer_case(srv: JsonServer, counters: Counters) -> None:
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect(srv.bound_address)
     fast = socket.create_connection(srv.bound_address)
     _wait_for(lambda: srv.client_count == 2)
-    batch = b"".join(f'{{"flow":{i:06d}}}\n'.encode() for i in range(1000))  # 17 kB, 1000 lines
+    # 85 kB, 5000 lines per batch; 200 batches = 17 MB, beyond the slow client's 1 MiB queue plus
+    # what the kernel's socket buffers (8 MiB send, small receive) can hold for it.
+    batch = b"".join(f'{{"flow":{i:06d}}}\n'.encode() for i in range(5000))
     started = time.monotonic()
     received: list[bytes] = []
     fast.settimeout(10)
-    for _ in range(200):  # 3.4 MB in all, far beyond the slow client's 64 KiB buffer
-        srv.publish(batch, 1000)
+    for _ in range(200):
+        srv.publish(batch, 5000)
         received.append(fast.recv(1 << 22))
     elapsed_s = time.monotonic() - started
     assert elapsed_s < 10, "publishing must not wait for the slow consumer"
     dropped = counters.total("json_stream_dropped_flows_total")
-    assert dropped > 0 and dropped % 1000 == 0, "drops are whole batches, counted in flows"
+    assert dropped > 0 and dropped % 5000 == 0, "drops are whole batches, counted in flows"
     # The fast consumer keeps up: it receives every line, none cut.
     data = b"".join(received)
-    while data.count(b"\n") < 200 * 1000:
+    while data.count(b"\n") < 200 * 5000:
         chunk = fast.recv(1 << 22)
         assert chunk, "fast consumer disconnected"
         data += chunk
-    assert data.count(b"\n") == 200 * 1000
+    assert data.count(b"\n") == 200 * 5000
     # What the slow consumer finally reads are complete lines from whole batches.
     slow.settimeout(2)
     slow_data = b""
@@ -93,8 +104,8 @@ def test_slow_consumer_loses_whole_batches_and_never_stalls_the_publisher(server
     except TimeoutError:
         pass
     assert slow_data.endswith(b"\n")
-    assert slow_data.count(b"\n") % 1000 == 0
-    assert slow_data.count(b"\n") + dropped == 200 * 1000
+    assert slow_data.count(b"\n") % 5000 == 0
+    assert slow_data.count(b"\n") + dropped == 200 * 5000
     slow.close()
     fast.close()
 
