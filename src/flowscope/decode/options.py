@@ -29,6 +29,17 @@ INTERFACE_DESCRIPTION = 83
 V9_SCOPE_INTERFACE = 2
 
 
+def _integer_position(records: RecordSet, element: int, pen: int = 0) -> int | None:
+    """Position of a fixed-length field carrying ``element``, readable as an unsigned integer.
+
+    A variable-length field (length 65535) has no integer column: it is treated as absent.
+    """
+    position = records.template.field_position(pen, element)
+    if position is None or records.template.fields[position].is_variable:
+        return None
+    return position
+
+
 def sampling_rates(records: RecordSet) -> np.ndarray | None:
     """The 1-in-N rate each record announces by itself, or None if it announces none.
 
@@ -36,21 +47,20 @@ def sampling_rates(records: RecordSet) -> np.ndarray | None:
     samplingPacketSpace (305/306: N = (interval + space) / interval), samplingSize and
     samplingPopulation (309/310: N = population / size). A rate of 0 means "unknown" here.
     """
-    template = records.template
     for element in (SAMPLING_INTERVAL, SAMPLER_RANDOM_INTERVAL):
-        position = template.field_position(0, element)
-        if position is not None and records.has(position):
+        position = _integer_position(records, element)
+        if position is not None:
             return records.unsigned(position)
-    interval = template.field_position(0, SAMPLING_PACKET_INTERVAL)
-    space = template.field_position(0, SAMPLING_PACKET_SPACE)
+    interval = _integer_position(records, SAMPLING_PACKET_INTERVAL)
+    space = _integer_position(records, SAMPLING_PACKET_SPACE)
     if interval is not None and space is not None:
         selected = records.unsigned(interval)
         skipped = records.unsigned(space)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(selected > 0, (selected + skipped) // np.maximum(selected, 1), 0)
         return rate.astype(np.uint64)
-    size = template.field_position(0, SAMPLING_SIZE)
-    population = template.field_position(0, SAMPLING_POPULATION)
+    size = _integer_position(records, SAMPLING_SIZE)
+    population = _integer_position(records, SAMPLING_POPULATION)
     if size is not None and population is not None:
         chosen = records.unsigned(size)
         total = records.unsigned(population)
@@ -60,8 +70,8 @@ def sampling_rates(records: RecordSet) -> np.ndarray | None:
 
 def sampler_ids(records: RecordSet) -> np.ndarray | None:
     for element in (SELECTOR_ID, SAMPLER_ID):
-        position = records.template.field_position(0, element)
-        if position is not None and records.has(position):
+        position = _integer_position(records, element)
+        if position is not None:
             return records.unsigned(position)
     return None
 
@@ -101,16 +111,16 @@ class OptionsState:
                 for sampler, rate in zip(ids.tolist(), rates.tolist(), strict=True):
                     if rate > 0:
                         state.sampling_by_id[sampler] = rate
-        init = template.field_position(0, SYSTEM_INIT_TIME_MS)
-        if init is not None and records.has(init) and len(records):
+        init = _integer_position(records, SYSTEM_INIT_TIME_MS)
+        if init is not None and len(records):
             state.system_init_ms = int(records.unsigned(init)[-1])
         name_position = template.field_position(0, INTERFACE_NAME)
         if name_position is None:
             name_position = template.field_position(0, INTERFACE_DESCRIPTION)
-        if_position = template.field_position(0, INGRESS_INTERFACE)
+        if_position = _integer_position(records, INGRESS_INTERFACE)
         if if_position is None:
-            if_position = template.field_position(V9_SCOPE_PEN, V9_SCOPE_INTERFACE)
-        if name_position is not None and if_position is not None and records.has(if_position):
+            if_position = _integer_position(records, V9_SCOPE_INTERFACE, V9_SCOPE_PEN)
+        if name_position is not None and if_position is not None:
             names = records.values(name_position)
             for index, raw in zip(records.unsigned(if_position).tolist(), names, strict=True):
                 state.interface_names[index] = raw.rstrip(b"\x00").decode("utf-8", "replace")

@@ -1,8 +1,10 @@
 """Sequence numbers per exporter, version and domain: how much export was lost on the way.
 
 NetFlow v5/v7 count flows, NetFlow v9 counts export packets, IPFIX counts data records; all wrap
-at 2**32. A jump forward is loss; a jump backward (reordering, duplicate, exporter restart) is
-counted separately and resynchronises.
+at 2**32. A jump forward is loss. A jump backward (a late or duplicate message, or an exporter
+restart) is counted separately and leaves the expected number alone, so a message that merely
+arrived late does not turn its successors into a phantom loss; when the next message continues
+from the backward one, the exporter restarted, and the tracker resynchronises on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class SequenceState:
     lost: int = 0
     reordered: int = 0
     received: int = 0
+    resume: int | None = None  # where a stream restarted by the last backward message would go on
 
 
 class SequenceTracker:
@@ -32,15 +35,18 @@ class SequenceTracker:
         if state is None:
             state = self._states[key] = SequenceState()
         lost = 0
-        if state.expected is not None and sequence != state.expected:
-            gap = (sequence - state.expected) % _MODULO
-            if gap < _HALF:
-                lost = gap
-                state.lost += gap
-            else:
-                state.reordered += 1
-        state.expected = (sequence + advance) % _MODULO
         state.received += advance
+        following = (sequence + advance) % _MODULO
+        if state.expected is not None and sequence not in (state.expected, state.resume):
+            gap = (sequence - state.expected) % _MODULO
+            if gap >= _HALF:
+                state.reordered += 1
+                state.resume = following
+                return 0
+            lost = gap
+            state.lost += gap
+        state.expected = following
+        state.resume = None
         return lost
 
     def forget(self, exporter: str, version: int, domain: int) -> None:

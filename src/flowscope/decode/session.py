@@ -18,6 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -34,7 +35,10 @@ from flowscope.model import Datagram, ExporterTable
 log = logging.getLogger(__name__)
 
 _VERSION = struct.Struct("!H")
+_SET_HEADER = struct.Struct("!HH")  # set id, set length: the same in NetFlow v9 and IPFIX
+_LONG_LENGTH = struct.Struct("!H")  # the 3-byte form of a variable-length field's length
 _VARIABLE_LENGTH_LONG = 255
+_KNOWN_TEMPLATE_SETS_MAX = 4096  # template-set scopes remembered for the refresh fast path
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,28 @@ class _Context:
         self.sys_uptime_ms = sys_uptime_ms
         self.time_received_ms = time_received_ms
         self.header_sampling_interval = header_sampling_interval
+
+
+def _variable_layout(template: Template) -> tuple[tuple[int, int], ...]:
+    """A variable-length template as the walk needs it, computed once per template:
+    ``(position, 0)`` for a variable-length field, ``(-1, n)`` for a run of fixed-length fields
+    of n bytes in all (adjacent fixed fields are read as one slice)."""
+    layout: tuple[tuple[int, int], ...] | None = template.plans.get("decode_variable_layout")
+    if layout is None:
+        steps: list[tuple[int, int]] = []
+        run = 0
+        for position, spec in enumerate(template.fields):
+            if spec.is_variable:
+                if run:
+                    steps.append((-1, run))
+                    run = 0
+                steps.append((position, 0))
+            else:
+                run += spec.length
+        if run:
+            steps.append((-1, run))
+        layout = template.plans["decode_variable_layout"] = tuple(steps)
+    return layout
 
 
 @dataclass(slots=True)
@@ -96,19 +122,22 @@ class DecoderSession:
         self.options = OptionsState()
         self.sequences = SequenceTracker()
         self._pending: dict[str, deque[_Pending]] = {}
-        self._groups: dict[int, _Group] = {}
+        self._groups: dict[tuple[int, str, int], _Group] = {}
         self._order = 0
         self._tally: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self._packets: Counter[tuple[str, int]] = Counter()  # per message: kept apart from _tally for speed
         self._last_log_ms: dict[tuple[str, str], float] = {}
+        # (exporter, domain, version, set id) → (bytes of the last template set, the templates it stored)
+        self._known_template_sets: dict[tuple[str, int, int, int], tuple[bytes, tuple[Template, ...]]] = {}
 
     # ------------------------------------------------------------------ public
     def decode(self, datagrams: Sequence[Datagram]) -> list[RecordSet]:
         """Decode a batch of datagrams; returns data and options record sets in template order."""
         self._groups = {}
         self._order = 0
+        message = self._message
         for datagram in datagrams:
-            self._message(datagram)
+            message(datagram)
         record_sets = [self._finish(group) for group in self._groups.values()]
         self._groups = {}
         for records in record_sets:
@@ -141,19 +170,20 @@ class DecoderSession:
 
     def _legacy(self, datagram: Datagram, version: int) -> None:
         fmt = LEGACY_FORMATS[version]
+        header_length, record_length = fmt.header_length, fmt.record_length
         payload, exporter = datagram.payload, datagram.exporter
-        if len(payload) < fmt.header_length:
-            self._error(exporter, "truncated", f"v{version} header needs {fmt.header_length} bytes")
+        if len(payload) < header_length:
+            self._error(exporter, "truncated", f"v{version} header needs {header_length} bytes")
             return
         header = parse_legacy_header(fmt, payload)
-        available = (len(payload) - fmt.header_length) // fmt.record_length
+        available = (len(payload) - header_length) // record_length
         count = header.count
         if count > available:
             self._error(exporter, "truncated", f"v{version} announces {count} records, {available} present")
             count = available
-        elif len(payload) > fmt.header_length + count * fmt.record_length:
-            self._count("decode_ignored_bytes_total", len(payload) - fmt.header_length
-                        - count * fmt.record_length, exporter=exporter, kind="trailing")
+        elif len(payload) > header_length + count * record_length:
+            self._count("decode_ignored_bytes_total", len(payload) - header_length
+                        - count * record_length, exporter=exporter, kind="trailing")
         if header.flow_sequence is not None:
             lost = self.sequences.observe(exporter, version, header.domain, header.flow_sequence, header.count)
             if lost:
@@ -162,7 +192,7 @@ class DecoderSession:
             return
         context = _Context(version, exporter, header.domain, header.export_time_ms, header.sys_uptime_ms,
                            datagram.time_received_ms, header.sampling_interval)
-        body = memoryview(payload)[fmt.header_length : fmt.header_length + count * fmt.record_length]
+        body = memoryview(payload)[header_length : header_length + count * record_length]
         self._add_fixed(fmt.template, context, body, count)
 
     def _v9(self, datagram: Datagram) -> None:
@@ -189,8 +219,7 @@ class DecoderSession:
                 self._count("decode_ignored_bytes_total", len(view) - offset, exporter=exporter,
                             kind="trailing")
                 return
-            header = ipfix.parse_header(view, offset)
-            length = header.length
+            _, length, export_s, sequence, domain = ipfix.HEADER.unpack_from(view, offset)
             if length < ipfix.HEADER_LENGTH:
                 self._error(exporter, "bad_length", f"IPFIX message length {length} < 16")
                 return
@@ -198,12 +227,12 @@ class DecoderSession:
                 self._error(exporter, "truncated",
                             f"IPFIX message length {length}, {len(view) - offset} bytes present")
                 length = len(view) - offset
-            context = _Context(10, exporter, header.domain, header.export_time_ms, 0, datagram.time_received_ms)
+            context = _Context(10, exporter, domain, export_s * 1000, 0, datagram.time_received_ms)
             records = self._sets(context, view[offset + ipfix.HEADER_LENGTH : offset + length])
             if records is None:
-                self.sequences.forget(exporter, 10, header.domain)
+                self.sequences.forget(exporter, 10, domain)
             else:
-                lost = self.sequences.observe(exporter, 10, header.domain, header.sequence, records)
+                lost = self.sequences.observe(exporter, 10, domain, sequence, records)
                 if lost:
                     self._count("decode_sequence_lost_total", lost, exporter=exporter, unit="records")
             offset += length
@@ -215,7 +244,7 @@ class DecoderSession:
         records: int | None = 0
         ipfix_message = context.version == 10
         while end - offset >= 4:
-            set_id, set_length = struct.unpack_from("!HH", body, offset)
+            set_id, set_length = _SET_HEADER.unpack_from(body, offset)
             if set_length < 4 or set_length > end - offset:
                 if not any(body[offset:]):
                     self._count("decode_ignored_bytes_total", end - offset, exporter=context.exporter,
@@ -241,29 +270,67 @@ class DecoderSession:
         return records
 
     def _v9_templates(self, context: _Context, set_id: int, body: memoryview) -> None:
+        if self._refreshed(context, set_id, body):
+            return
         result = v9.parse_template_set(body) if set_id == v9.TEMPLATE_SET_ID else v9.parse_options_template_set(body)
         for kind, detail in result.errors:
             self._error(context.exporter, kind, detail, context)
         for template in result.templates:
             self._learn(context, template)
+        self._remember_template_set(context, set_id, body, None if result.errors else result.templates)
 
     def _ipfix_templates(self, context: _Context, set_id: int, body: memoryview) -> None:
+        if self._refreshed(context, set_id, body):
+            return
         options = set_id == ipfix.OPTIONS_TEMPLATE_SET_ID
         result = ipfix.parse_template_set(body, options=options)
         for kind, detail in result.errors:
             self._error(context.exporter, kind, detail, context)
         for template_id in result.withdrawals:
             if template_id == set_id:
-                removed = self.templates.withdraw_all(context.exporter, context.domain, options=options)
+                removed = self.templates.withdraw_all(context.exporter, context.domain, options=options,
+                                                      version=context.version)
             else:
-                removed = int(self.templates.withdraw(context.exporter, context.domain, template_id))
+                removed = int(self.templates.withdraw(context.exporter, context.domain, template_id,
+                                                      context.version))
             self._count("decode_templates_total", max(removed, 1) if removed else 1,
                         exporter=context.exporter, event="withdrawn" if removed else "withdraw_unknown")
         for template in result.templates:
             self._learn(context, template)
+        plain = not result.errors and not result.withdrawals
+        self._remember_template_set(context, set_id, body, result.templates if plain else None)
+
+    def _refreshed(self, context: _Context, set_id: int, body: memoryview) -> bool:
+        """The periodic template refresh, fast: a template set byte-identical to the last one of its
+        scope, whose templates are all still the stored ones, is counted as refreshed without being
+        parsed again (parsing it would find the same layouts and change nothing)."""
+        known = self._known_template_sets.get((context.exporter, context.domain, context.version, set_id))
+        if known is None or known[0] != body:
+            return False
+        for template in known[1]:
+            if self.templates.get(context.exporter, context.domain, template.template_id,
+                                  context.version) is not template:
+                return False
+        self._count("decode_templates_total", len(known[1]), exporter=context.exporter, event="refreshed")
+        return True
+
+    def _remember_template_set(self, context: _Context, set_id: int, body: memoryview,
+                               parsed: list[Template] | None) -> None:
+        """Keep a template set for ``_refreshed`` if it only defined templates, each stored once."""
+        key = (context.exporter, context.domain, context.version, set_id)
+        stored = tuple(self.templates.get(context.exporter, context.domain, t.template_id, context.version)
+                       for t in parsed or ())
+        ids = {t.template_id for t in parsed or ()}
+        if not parsed or len(ids) != len(parsed) or any(t is None for t in stored):
+            self._known_template_sets.pop(key, None)  # errors, withdrawals, refusals: always parsed
+            return
+        if len(self._known_template_sets) >= _KNOWN_TEMPLATE_SETS_MAX and key not in self._known_template_sets:
+            self._known_template_sets.clear()
+        self._known_template_sets[key] = (bytes(body), tuple(t for t in stored if t is not None))
 
     def _learn(self, context: _Context, template: Template) -> None:
-        stored = self.templates.put(context.exporter, context.domain, template)
+        # v9 and IPFIX templates are apart even for equal domain numbers: they are separate namespaces
+        stored = self.templates.put(context.exporter, context.domain, template, context.version)
         if not stored.accepted:
             self._error(context.exporter, stored.reason,
                         f"template {template.template_id} refused: limit "
@@ -272,15 +339,15 @@ class DecoderSession:
         event = "refreshed" if stored.refreshed else "changed" if stored.changed else "new"
         self._count("decode_templates_total", exporter=context.exporter, event=event)
         if not stored.refreshed:
-            self._release_pending(context.exporter, context.domain, template.template_id)
+            self._release_pending(context, template.template_id)
 
     # ------------------------------------------------------------------- data
     def _data_set(self, context: _Context, template_id: int, body: memoryview) -> int | None:
-        template = self.templates.get(context.exporter, context.domain, template_id)
+        template = self.templates.get(context.exporter, context.domain, template_id, context.version)
         if template is None:
             self._hold(context, template_id, body)
             return None
-        if template.is_variable:
+        if template.variable_index:
             return self._add_variable(template, context, body)
         length = template.fixed_length
         if length == 0:
@@ -289,19 +356,20 @@ class DecoderSession:
             return 0
         count = len(body) // length
         if count:
-            group = self._groups.get(id(template))
-            if group is None or group.template is not template:
-                group = self._groups[id(template)] = _Group(template, context)
+            group = self._group(template, context)
             group.chunks.append(body[: count * length])
             group.sets.append((count, context, self._order))
             self._order += count
         return count
 
     def _group(self, template: Template, context: _Context) -> _Group:
-        group = self._groups.get(id(template))
+        # The exporter scope is part of the key: the fixed v1/v5/v7 templates are shared by every
+        # exporter, and one record set must never mix exporters (or v5 engines).
+        key = (id(template), context.exporter, context.domain)
+        group = self._groups.get(key)
         if group is None or group.template is not template:
             group = _Group(template, context)
-            self._groups[id(template)] = group
+            self._groups[key] = group
         return group
 
     def _note_set(self, group: _Group, context: _Context, count: int) -> None:
@@ -315,31 +383,32 @@ class DecoderSession:
 
     def _add_variable(self, template: Template, context: _Context, body: memoryview) -> int:
         """Walk records with variable-length fields one by one (RFC 7011 §7): the slow path."""
-        fields = template.fields
+        layout = _variable_layout(template)
         fixed_parts: list[bytes | memoryview] = []
         values: dict[int, list[bytes]] = {p: [] for p in template.variable_index}
         offset, end, count = 0, len(body), 0
-        minimum = template.min_record_length
-        while end - offset >= max(minimum, 1):
+        minimum = max(template.min_record_length, 1)
+        while end - offset >= minimum:
             start = offset
             record_fixed: list[memoryview] = []
             record_values: list[tuple[int, bytes]] = []
             try:
-                for position, spec in enumerate(fields):
-                    if spec.is_variable:
-                        length = body[offset]
-                        offset += 1
-                        if length == _VARIABLE_LENGTH_LONG:
-                            (length,) = struct.unpack_from("!H", body, offset)
-                            offset += 2
-                        if offset + length > end:
+                for position, size in layout:
+                    if size:  # a run of fixed-length fields
+                        if offset + size > end:
                             raise IndexError
-                        record_values.append((position, bytes(body[offset : offset + length])))
-                    else:
-                        if offset + spec.length > end:
-                            raise IndexError
-                        record_fixed.append(body[offset : offset + spec.length])
-                    offset += spec.length if not spec.is_variable else length
+                        record_fixed.append(body[offset : offset + size])
+                        offset += size
+                        continue
+                    length = body[offset]
+                    offset += 1
+                    if length == _VARIABLE_LENGTH_LONG:
+                        (length,) = _LONG_LENGTH.unpack_from(body, offset)
+                        offset += 2
+                    if offset + length > end:
+                        raise IndexError
+                    record_values.append((position, bytes(body[offset : offset + length])))
+                    offset += length
             except (IndexError, struct.error):
                 if any(body[start:]):
                     self._error(context.exporter, "record_truncated",
@@ -363,18 +432,19 @@ class DecoderSession:
     def _finish(self, group: _Group) -> RecordSet:
         template = group.template
         sets = group.sets
-        counts = np.fromiter((s[0] for s in sets), np.int64, len(sets))
+        counts = np.fromiter(map(itemgetter(0), sets), np.int64, len(sets))
         total = int(counts.sum())
         if template.fixed_length:
             buffer = group.chunks[0] if len(group.chunks) == 1 else b"".join(group.chunks)
             fixed = np.frombuffer(buffer, dtype=template.fixed_dtype, count=total)
         else:
             fixed = np.zeros(total, dtype=template.fixed_dtype)
-        order_starts = np.fromiter((s[2] for s in sets), np.int64, len(sets))
+        order_starts = np.fromiter(map(itemgetter(2), sets), np.int64, len(sets))
         order = np.repeat(order_starts - np.cumsum(counts) + counts, counts) + np.arange(total, dtype=np.int64)
+        contexts = list(map(itemgetter(1), sets))
 
         def per_record(attribute: str, dtype: type) -> np.ndarray:
-            values: np.ndarray = np.fromiter((getattr(s[1], attribute) for s in sets), dtype, len(sets))
+            values: np.ndarray = np.fromiter(map(attrgetter(attribute), contexts), dtype, len(sets))
             return np.repeat(values, counts)
 
         context = group.context
@@ -410,17 +480,25 @@ class DecoderSession:
             queue.popleft()
             self._count("decode_pending_dropped_total", exporter=exporter, reason="expired")
 
-    def _release_pending(self, exporter: str, domain: int, template_id: int) -> None:
+    def _release_pending(self, context: _Context, template_id: int) -> None:
+        exporter, domain, version = context.exporter, context.domain, context.version
         queue = self._pending.get(exporter)
         if not queue:
             return
-        ready = [p for p in queue if p.template_id == template_id and p.context.domain == domain]
+
+        def waits(p: _Pending) -> bool:
+            return p.template_id == template_id and p.context.domain == domain and p.context.version == version
+
+        ready = [p for p in queue if waits(p)]
         if not ready:
             return
-        self._pending[exporter] = deque(
-            p for p in queue if not (p.template_id == template_id and p.context.domain == domain)
-        )
+        self._pending[exporter] = deque(p for p in queue if not waits(p))
+        limit = context.time_received_ms - self.config.pending_max_age_ms
         for pending in ready:
+            if pending.context.time_received_ms < limit:
+                # Held longer than the age bound: dropped as expired, never released late.
+                self._count("decode_pending_dropped_total", exporter=exporter, reason="expired")
+                continue
             self._count("decode_pending_released_total", exporter=exporter)
             self._data_set(pending.context, template_id, memoryview(pending.body))
 

@@ -1,8 +1,10 @@
 """Templates: parsed once, compiled once into a numpy dtype, stored per exporter scope.
 
-A template is keyed by (exporter address, observation domain / source id, template id), so two
-exporters that both use template 256 never mix. The store is bounded per exporter: a flood of
-templates cannot exhaust memory, it gets counted instead.
+A template is keyed by (exporter address, observation domain / source id, template id, version),
+so two exporters that both use template 256 never mix, nor do the NetFlow v9 and the IPFIX
+templates of one host (a v9 source id and an IPFIX observation domain are separate namespaces).
+The store is bounded per exporter: a flood of templates cannot exhaust memory, it gets counted
+instead.
 """
 
 from __future__ import annotations
@@ -108,10 +110,14 @@ def compile_template(template: Template) -> Template:
     return template
 
 
+IPFIX_VERSION = 10
+
+
 class TemplateKey(NamedTuple):
     exporter: str
     domain: int
     template_id: int
+    version: int = IPFIX_VERSION  # 9: NetFlow v9 (source id), 10: IPFIX (observation domain)
 
 
 @dataclass(slots=True)
@@ -123,18 +129,24 @@ class StoreResult:
 
 
 class TemplateStore:
-    """Templates per (exporter, domain, id), bounded per exporter."""
+    """Templates per (exporter, domain, id, version), bounded per exporter."""
 
     def __init__(self, max_templates_per_exporter: int = 4096) -> None:
         self.max_templates_per_exporter = max_templates_per_exporter
-        self._templates: dict[tuple[str, int, int], Template] = {}
+        self._templates: dict[tuple[str, int, int, int], Template] = {}
         self._per_exporter: dict[str, int] = {}
 
-    def get(self, exporter: str, domain: int, template_id: int) -> Template | None:
-        return self._templates.get((exporter, domain, template_id))
+    def get(self, exporter: str, domain: int, template_id: int, version: int | None = None) -> Template | None:
+        """The template of one scope; without ``version``, the IPFIX one, else the NetFlow v9 one."""
+        if version is not None:
+            return self._templates.get((exporter, domain, template_id, version))
+        found = self._templates.get((exporter, domain, template_id, IPFIX_VERSION))
+        if found is None:
+            found = self._templates.get((exporter, domain, template_id, 9))
+        return found
 
-    def put(self, exporter: str, domain: int, template: Template) -> StoreResult:
-        key = TemplateKey(exporter, domain, template.template_id)
+    def put(self, exporter: str, domain: int, template: Template, version: int = IPFIX_VERSION) -> StoreResult:
+        key = TemplateKey(exporter, domain, template.template_id, version)
         existing = self._templates.get(key)
         if existing is not None:
             if existing.same_layout(template):
@@ -148,17 +160,17 @@ class TemplateStore:
         self._per_exporter[exporter] = count + 1
         return StoreResult(accepted=True)
 
-    def withdraw(self, exporter: str, domain: int, template_id: int) -> bool:
-        removed = self._templates.pop(TemplateKey(exporter, domain, template_id), None)
+    def withdraw(self, exporter: str, domain: int, template_id: int, version: int = IPFIX_VERSION) -> bool:
+        removed = self._templates.pop(TemplateKey(exporter, domain, template_id, version), None)
         if removed is not None:
             self._per_exporter[exporter] -= 1
         return removed is not None
 
-    def withdraw_all(self, exporter: str, domain: int, *, options: bool) -> int:
+    def withdraw_all(self, exporter: str, domain: int, *, options: bool, version: int = IPFIX_VERSION) -> int:
         keys = [
             k
             for k, t in self._templates.items()
-            if k[0] == exporter and k[1] == domain and t.is_options == options
+            if k[0] == exporter and k[1] == domain and k[3] == version and t.is_options == options
         ]
         for key in keys:
             self.withdraw(*key)
