@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowscope.decode.options import OptionsState, sampler_ids, sampling_rates
+from flowscope.decode.options import ExporterOptions, OptionsState, sampler_ids, sampling_rates
 from flowscope.decode.records import RecordSet
 from flowscope.decode.templates import Template, field_name
 from flowscope.metrics import Counters
@@ -288,7 +288,7 @@ class Normalizer:
             init = fields.get("system_init_ms")
             if init is not None:
                 return init.astype(np.int64) + value.astype(np.int64)
-            state = self.options.get(records.exporter, records.domain)
+            state = self._options_of(records)
             if state is not None and state.system_init_ms is not None:
                 return value.astype(np.int64) + state.system_init_ms
             self.counters.add("normalize_time_unknown_total", len(records), exporter=records.exporter)
@@ -296,13 +296,19 @@ class Normalizer:
         behind = (records.sys_uptime_ms - value.astype(np.int64)) % _UPTIME_MODULO
         return records.export_time_ms - behind
 
+    def _options_of(self, records: RecordSet) -> ExporterOptions | None:
+        """What options data said when these records were sent (else what it says now)."""
+        if records.options is not None:
+            return records.options
+        return self.options.get(records.exporter, records.domain)
+
     def _sampling(self, records: RecordSet) -> npt.NDArray[np.uint64]:
         count = len(records)
         rate = np.zeros(count, np.uint64)
         own = sampling_rates(records)
         if own is not None:
             rate = own.astype(np.uint64)
-        state = self.options.get(records.exporter, records.domain)
+        state = self._options_of(records)
         if state is not None:
             ids = sampler_ids(records)
             if ids is not None and state.sampling_by_id:

@@ -93,6 +93,14 @@ class OptionsState:
     def get(self, exporter: str, domain: int) -> ExporterOptions | None:
         return self._by_scope.get((exporter, domain))
 
+    def snapshot(self, exporter: str, domain: int) -> ExporterOptions | None:
+        """A copy that later options data will not change (what earlier records were sent under)."""
+        state = self._by_scope.get((exporter, domain))
+        if state is None:
+            return None
+        return ExporterOptions(state.default_sampling_rate, dict(state.sampling_by_id), state.system_init_ms,
+                               dict(state.interface_names))
+
     def scopes(self) -> dict[tuple[str, int], ExporterOptions]:
         return dict(self._by_scope)
 

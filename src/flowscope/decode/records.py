@@ -9,11 +9,15 @@ columns too, so records from many messages can share one array.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from flowscope.decode.templates import Template, field_name
+
+if TYPE_CHECKING:
+    from flowscope.decode.options import ExporterOptions
 
 
 @dataclass(slots=True)
@@ -30,6 +34,9 @@ class RecordSet:
     order: npt.NDArray[np.int64]  # arrival order of each record within one decode call
     header_sampling_interval: npt.NDArray[np.uint32] | None = None  # NetFlow v5 header
     exporter_index: int = 0
+    # What the exporter's options data said when these records were sent (sampling, system init);
+    # None: use the session's current state.
+    options: ExporterOptions | None = None
     extra: dict[str, npt.NDArray] = field(default_factory=dict)
 
     def __len__(self) -> int:

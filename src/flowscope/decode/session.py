@@ -23,7 +23,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from flowscope.decode import ipfix, v9
-from flowscope.decode.options import OptionsState
+from flowscope.decode.options import ExporterOptions, OptionsState
 from flowscope.decode.records import RecordSet
 from flowscope.decode.sequence import SequenceTracker
 from flowscope.decode.templates import Template, TemplateStore
@@ -64,6 +64,15 @@ class _Context:
         self.sys_uptime_ms = sys_uptime_ms
         self.time_received_ms = time_received_ms
         self.header_sampling_interval = header_sampling_interval
+
+
+def _contradicts(before: ExporterOptions, after: ExporterOptions) -> bool:
+    """Did new options data change a fact already known (not merely add one)?"""
+    if before.default_sampling_rate and after.default_sampling_rate != before.default_sampling_rate:
+        return True
+    if before.system_init_ms is not None and after.system_init_ms != before.system_init_ms:
+        return True
+    return any(after.sampling_by_id.get(sampler) != rate for sampler, rate in before.sampling_by_id.items())
 
 
 def _variable_layout(template: Template) -> tuple[tuple[int, int], ...]:
@@ -123,6 +132,8 @@ class DecoderSession:
         self.sequences = SequenceTracker()
         self._pending: dict[str, deque[_Pending]] = {}
         self._groups: dict[tuple[int, str, int], _Group] = {}
+        self._sealed: list[tuple[_Group, ExporterOptions | None]] = []  # groups closed by new options data
+        self._options_sets: list[RecordSet] = []
         self._order = 0
         self._tally: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self._packets: Counter[tuple[str, int]] = Counter()  # per message: kept apart from _tally for speed
@@ -134,15 +145,17 @@ class DecoderSession:
     def decode(self, datagrams: Sequence[Datagram]) -> list[RecordSet]:
         """Decode a batch of datagrams; returns data and options record sets in template order."""
         self._groups = {}
+        self._sealed = []
+        self._options_sets = []
         self._order = 0
         message = self._message
         for datagram in datagrams:
             message(datagram)
-        record_sets = [self._finish(group) for group in self._groups.values()]
-        self._groups = {}
+        record_sets = [self._finish(group, options) for group, options in self._sealed]
+        record_sets += [self._finish(group) for group in self._groups.values()]
+        record_sets += self._options_sets
+        self._groups, self._sealed, self._options_sets = {}, [], []
         for records in record_sets:
-            if records.is_options:
-                self.options.learn(records)
             self._count(
                 "decode_records_total", len(records), exporter=records.exporter,
                 kind="options" if records.is_options else "data",
@@ -347,6 +360,8 @@ class DecoderSession:
         if template is None:
             self._hold(context, template_id, body)
             return None
+        if template.is_options:
+            return self._options_set(template, context, body)
         if template.variable_index:
             return self._add_variable(template, context, body)
         length = template.fixed_length
@@ -361,6 +376,41 @@ class DecoderSession:
             group.sets.append((count, context, self._order))
             self._order += count
         return count
+
+    def _options_set(self, template: Template, context: _Context, body: memoryview) -> int:
+        """Options data takes effect where it stands in the stream, not at the end of the batch.
+
+        Its records are decoded at once and learned; if they change what the exporter announced
+        (sampling, system init time), the data records gathered so far for that exporter scope
+        are sealed with the options they were sent under, so a restart or a new sampling rate in
+        the middle of a batch never rewrites the records before it.
+        """
+        gathered = self._groups
+        self._groups = {}
+        try:
+            if template.variable_index:
+                count = self._add_variable(template, context, body)
+            else:
+                count = len(body) // template.fixed_length if template.fixed_length else 0
+                if count:
+                    self._add_fixed(template, context, body[: count * template.fixed_length], count)
+            decoded = [self._finish(group) for group in self._groups.values()]
+        finally:
+            self._groups = gathered
+        before = self.options.snapshot(context.exporter, context.domain)
+        for records in decoded:
+            self.options.learn(records)
+        after = self.options.get(context.exporter, context.domain)
+        if before is not None and after is not None and _contradicts(before, after):
+            self._seal(context.exporter, context.domain, before)
+        self._options_sets.extend(decoded)
+        return count
+
+    def _seal(self, exporter: str, domain: int, options: ExporterOptions | None) -> None:
+        for key, group in list(self._groups.items()):
+            if group.context.exporter == exporter and group.context.domain == domain:
+                self._sealed.append((group, options))
+                del self._groups[key]
 
     def _group(self, template: Template, context: _Context) -> _Group:
         # The exporter scope is part of the key: the fixed v1/v5/v7 templates are shared by every
@@ -429,7 +479,7 @@ class DecoderSession:
             self._note_set(group, context, count)
         return count
 
-    def _finish(self, group: _Group) -> RecordSet:
+    def _finish(self, group: _Group, options: ExporterOptions | None = None) -> RecordSet:
         template = group.template
         sets = group.sets
         counts = np.fromiter(map(itemgetter(0), sets), np.int64, len(sets))
@@ -462,6 +512,7 @@ class DecoderSession:
             order=order,
             header_sampling_interval=sampling,
             exporter_index=self.exporters.index_of(context.exporter, context.domain),
+            options=options,
         )
 
     # ---------------------------------------------------------------- pending

@@ -635,10 +635,6 @@ def test_either_side_counts_a_same_port_flow_twice_like_nfdump(built: dict[str, 
     assert theirs.every_port[("udp", "either")][500] == tuple(doubled.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flowscope bug: options data (systemInitTimeMilliseconds, sampling) learned in a decode batch "
-    "applies to every data record of that batch, also to records sent before the exporter restarted"
-))
 def test_an_exporter_restart_inside_one_batch_keeps_each_flows_time(tmp_path: Path) -> None:
     """One softflowd probe restarted between two pcaps, IPFIX: each run announces its own
     systemInitTimeMilliseconds, and each run's flows must be dated by its own (nfcapd does)."""
