@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench clean
+.PHONY: run demo test lint typecheck unit integration bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,17 @@ $(STAMP): pyproject.toml
 ## run: start flowscope: collector (UDP 2055/4739, TCP 4739) + engine + store, in one process
 run: $(STAMP)
 	$(VENV)/bin/flowscope run $(ARGS)
+
+## demo: `make run` plus generated traffic (DEMO_RATE flows/s with bursts) so the charts move at once; Ctrl-C stops both
+DEMO_RATE ?= 3000
+DEMO_BURST ?= 5x:3s:every30s
+DEMO_UDP ?= 2055
+demo: $(STAMP)
+	@trap 'kill $$replay 2>/dev/null; wait $$replay 2>/dev/null' INT TERM EXIT; \
+	( sleep 2; echo "flowscope demo: sending generated flows to udp $(DEMO_UDP): $(DEMO_RATE) flows/s, bursts $(DEMO_BURST); Ctrl-C stops"; \
+	  exec $(VENV)/bin/flowscope replay --to 127.0.0.1:$(DEMO_UDP) --generate --rate $(DEMO_RATE) \
+	    --burst $(DEMO_BURST) --sources 2 --local-network 10.0.0.0/16 --local-hosts 400 >/dev/null ) & replay=$$!; \
+	$(VENV)/bin/flowscope run --set stats.local_networks=10.0.0.0/16,fd00:10::/64 $(ARGS)
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP) lint typecheck

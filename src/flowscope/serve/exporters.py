@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flowscope.decode import v9
 from flowscope.decode.session import DecoderSession
 from flowscope.decode.templates import Template, TemplateKey
 from flowscope.metrics import Counters
@@ -100,13 +99,6 @@ def _templates(session: DecoderSession) -> list[tuple[TemplateKey, Template]]:
     return []
 
 
-def _domain_of_template_store(domain: int) -> tuple[int, int | None]:
-    """Template-store domain → (domain / source id, version if known)."""
-    if domain >= v9.TEMPLATE_DOMAIN_BASE:
-        return domain - v9.TEMPLATE_DOMAIN_BASE, 9
-    return domain, None
-
-
 def _time(ms: int | None) -> dict[str, Any]:
     return {"last_seen_ms": ms, "last_seen": iso(ms) if ms is not None else None}
 
@@ -153,10 +145,9 @@ def exporter_health(
             sequence["reordered"] += state.reordered
             entry["sequence"] = sequence
         for key, template in _templates(session):
-            number, template_version = _domain_of_template_store(key.domain)
-            entry = domain(key.exporter, number)
-            if template_version is not None and template_version not in entry["versions"]:
-                entry["versions"].append(template_version)
+            entry = domain(key.exporter, key.domain)
+            if key.version not in entry["versions"]:
+                entry["versions"].append(key.version)
             entry["templates"].append({"id": key.template_id, "fields": len(template.fields),
                                        "options": template.is_options, "scope_fields": template.scope_count})
         for (exporter, number), options in session.options.scopes().items():

@@ -22,14 +22,16 @@ const PROVISIONAL_LINE = "rgba(217, 119, 6, 0.9)";
 const SELECTED_FILL = "rgba(37, 99, 235, 0.13)";
 
 /**
- * The seconds a window's numbers cover: its length, or for a long window still open (a report
- * being filled) the part already elapsed, so its rate is not understated. Open 1-second windows
- * keep their length: they are drawn as what they are, a partial second.
+ * The seconds a window's numbers cover: its length, or for a window still open the part that had
+ * elapsed when its numbers were published (`seen_ms`, stamped when the page received them; else
+ * now), so the rate of an open window is not understated. At least a tenth of the window counts,
+ * so a window that has just opened does not show a wild estimate.
  */
 export function elapsedSeconds(point) {
   const length = point.end_ms - point.start_ms;
-  if (point.final || point.filled || length <= 10_000) return length / 1000;
-  return Math.min(length, Math.max(1000, now() - point.start_ms)) / 1000;
+  if (point.final || point.filled) return length / 1000;
+  const at = point.seen_ms || now();
+  return Math.min(length, Math.max(length / 10, at - point.start_ms)) / 1000;
 }
 
 function cssPixels(value) {

@@ -43,12 +43,6 @@ export function $(selector, root = document) {
   return root.querySelector(selector);
 }
 
-/** A <select> with options [value, label]; `selected` marks one. */
-export function select(options, selected, props = {}) {
-  return h("select", props, options.map(([value, label]) =>
-    h("option", {value, selected: String(value) === String(selected)}, label)));
-}
-
 /** A row of toggle buttons; `onChange(value)` when one is pressed. */
 export function segmented(options, selected, onChange, label) {
   const group = h("div", {class: "segmented", role: "group", "aria-label": label});

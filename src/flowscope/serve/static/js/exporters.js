@@ -2,7 +2,7 @@
 // packets, bytes), its health (sequence loss, decode errors, dropped datagrams), its templates,
 // sampling rates and interface names, and when it was last heard from. Interface names and other
 // strings come from the exporters themselves: they are only ever put in the page as text.
-// Refreshed when the live stream reports a closed window (at most every few seconds).
+// Refreshed when the live stream reports a closed window (at most every 2 s).
 
 import {api, follow, now, throttle} from "./api.js";
 import {$, fill, h} from "./dom.js";
@@ -40,7 +40,7 @@ function templates(list) {
 }
 
 function sampling(s) {
-  if (!s) return h("span", {class: "muted"}, "none announced");
+  if (!s) return h("span", {class: "muted", title: "the exporter announced no sampling rate"}, "–");
   const bySampler = Object.entries(s.by_sampler || {});
   return h("span", null, s.rate ? `1:${exact(s.rate)}` : "",
     bySampler.length ? h("span", {class: "chips"}, bySampler.map(([id, rate]) =>
@@ -135,7 +135,7 @@ async function load() {
 boot(async cfg => {
   $("#refresh").addEventListener("click", () => { load().catch(() => {}); });
   await load();
-  const again = throttle(() => { load().catch(() => {}); }, 5000);
+  const again = throttle(() => { load().catch(() => {}); }, 2000);
   follow({interval: cfg.live_interval, compact: true, final: true}, {onResult: again});
   // "12 s ago" moves with the clock; nothing is fetched for it.
   setInterval(() => {

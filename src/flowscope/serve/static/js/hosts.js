@@ -6,7 +6,7 @@
 import {api, ApiError, del, follow, post, throttle} from "./api.js";
 import {$, fill, finality, h, segmented} from "./dom.js";
 import {barTable, COLORS, WindowChart} from "./charts.js";
-import {TCP_FLAGS, duration, exact, intervalLabel, intervalMs, rate, service, span, total} from "./format.js";
+import {TCP_FLAGS, duration, exact, intervalLabel, rate, service, span, total} from "./format.js";
 import {boot, readParams, writeParams} from "./page.js";
 
 const SERIES_WINDOWS = 60;

@@ -195,9 +195,11 @@ function connect() {
       backfill().then(() => { state.liveSince = t - (t % state.liveMs); schedule(); }).catch(() => {});
     },
     onResult: point => {
+      point.seen_ms = now();
       state.points.set(point.start_ms, point);
       schedule();
     },
+    onDropped: () => { backfill().catch(() => {}); }, // this page fell behind: fetch what it missed
   });
   const report = follow({interval: state.cfg.report_interval, view: state.view}, {
     onOpen: () => { loadReport().catch(() => {}); },

@@ -29,7 +29,8 @@ const state = {
 
 function toPoint(result) {
   const t = result.totals;
-  return {start_ms: result.start_ms, end_ms: result.end_ms, final: result.final, flows: t.flows, packets: t.packets,
+  return {start_ms: result.start_ms, end_ms: result.end_ms, final: result.final, seen_ms: result.seen_ms,
+    flows: t.flows, packets: t.packets,
     bytes: t.bytes, by_protocol: t.by_protocol, web: {flows: result.web.flows, packets: result.web.packets,
       bytes: result.web.bytes}};
 }
@@ -77,6 +78,7 @@ function upsertPoint(point) {
 }
 
 function onStreamResult(result) {
+  result.seen_ms = now();
   const shown = state.result;
   if (state.time === null && (!shown || result.start_ms >= shown.start_ms)) {
     const moved = shown && result.start_ms !== shown.start_ms;
@@ -191,8 +193,10 @@ function renderDownloads() {
   const link = (label, path, params, title) => h("a", {href: apiUrl(path, params).href, title, download: ""}, label);
   fill($("#downloads"),
     h("span", {class: "muted"}, "This report: "),
-    link("CSV", "report", {...base, format: "csv"}, "every number of the report, one per row"),
-    link("JSON", "report", {...base, format: "json", download: true}, "the report as in docs/report-schema.md"),
+    state.result ? [
+      link("CSV", "report", {...base, format: "csv"}, "every number of the report, one per row"),
+      link("JSON", "report", {...base, format: "json", download: true}, "the report as in docs/report-schema.md"),
+    ] : h("span", {class: "muted"}, "none (no traffic in this window) "),
     h("span", {class: "muted"}, " · The shown series: "),
     link("series CSV", "series", {...range, format: "csv", limit: WINDOWS_SHOWN}, "one row per window"),
     link("results CSV", "results", {...range, format: "csv", limit: WINDOWS_SHOWN},
