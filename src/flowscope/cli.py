@@ -30,6 +30,7 @@ from flowscope.model import ExporterTable, FlowBatch
 from flowscope.normalize import NormalizeConfig, Normalizer
 from flowscope.pipeline import CollectConfig, Collector, JsonStreamOutput, Service, decode_files, offline_results
 from flowscope.report import parse_time_ms, render
+from flowscope.spark import add_spark_parser
 from flowscope.store import ResultStore
 from flowscope.tools.replay import add_replay_parser
 
@@ -200,8 +201,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             engine_config = replace(engine_config, time_base=args.time_base)
         if interval_ms not in engine_config.windows_ms:
             engine_config = replace(engine_config, windows_ms=tuple(sorted({*engine_config.windows_ms, interval_ms})))
-        results = [r.to_json() for r in offline_results(args.input, engine_config) if r.duration_ms == interval_ms
-                   and r.view == args.view]
+        if args.engine == "spark":
+            from flowscope.spark.job import run_spark_report  # noqa: PLC0415  (pyspark is an optional extra)
+
+            results = run_spark_report(args.input, engine_config, interval_ms=interval_ms, view=args.view)
+        else:
+            results = [r.to_json() for r in offline_results(args.input, engine_config)
+                       if r.duration_ms == interval_ms and r.view == args.view]
     else:
         store = ResultStore(config.store)
         if not Path(config.store.path).exists():
@@ -292,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute reports from capture files instead of reading the store")
     report.add_argument("--time-base", choices=list(TIME_BASES), help="with --input: override engine.time_base")
     report.add_argument("--grace", default="5m", help="with --input: how far flows may arrive out of order")
+    report.add_argument("--engine", choices=["embedded", "spark"], default="embedded",
+                        help="with --input: compute on the embedded engine or on Apache Spark")
     report.set_defaults(handler=cmd_report)
+    add_spark_parser(commands, parents=[common, configured])
     return parser
 
 

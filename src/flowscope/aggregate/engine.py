@@ -148,7 +148,8 @@ class Engine:
         if len(batch) == 0:
             return
         finest = self.resolutions[0]
-        horizon = self._horizon_ms[0]
+        # A flow is late once any window containing it has closed: a closed hour covers its seconds.
+        horizon = max(self._horizon_ms)
         attribution = attribute(batch, self.config.time_base, finest, earliest_start_ms=horizon)
         starts = attribution.window_start_ms
         if self.config.clock == "data":
@@ -186,7 +187,7 @@ class Engine:
         the window open now.
         """
         finest = self.resolutions[0]
-        horizon = self._horizon_ms[0]
+        horizon = max(self._horizon_ms)
         if start_ms < horizon:
             late_flows = int(views["all"].by_class[:, 0].sum()) if "all" in views else 0
             start_ms = max(finest.start_of(self._now()), horizon)

@@ -264,3 +264,16 @@ def test_data_clock_gives_the_same_result_for_the_same_input(time_base: str) -> 
         return [r.to_json() for r in sink.results if r.final]
 
     assert run() == run()
+
+
+def test_a_closed_hour_is_never_reopened_by_a_flow_whose_second_never_existed() -> None:
+    clock = FakeClock(HOUR0 + 1000)
+    engine, sink, counters = _engine(clock, grace_ms=0, time_base="end")
+    engine.process(_flows([HOUR0 + 1000]))
+    clock.now_ms = HOUR0 + 3_600_000
+    engine.tick()  # second, minute and hour 0 all close
+    engine.process(_flows([HOUR0 + 2_000_000]))  # inside hour 0, in a second that never opened
+    engine.flush()
+    hours = sink.finals("1h")
+    assert [h.start_ms for h in hours] == [HOUR0, HOUR0 + 3_600_000]  # hour 0 emitted once
+    assert counters.total("engine_late_flows_total") == 1

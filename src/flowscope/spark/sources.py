@@ -1,0 +1,216 @@
+"""Flows for Spark: normalized FlowBatches as Arrow tables and Parquet files Spark reads.
+
+The batch report decodes captures with flowscope (as ``pipeline.offline_results`` does) and hands
+the flows to Spark as Parquet files, one per decoded batch, written from the numpy columns with
+pyarrow (no Python work per flow). Each row carries, besides the FlowBatch columns Spark needs:
+
+- ``window``: the start of the flow's finest window (UTC ms) after the late rule, and ``late``:
+  whether the flow reached that window late. The late rule depends on the order flows arrive in,
+  which only the reader of the captures knows; ``ArrivalOrder`` applies it batch by batch
+  exactly as the embedded engine does with its data clock (windows close once the newest data
+  is ``grace`` past their end; a flow for a closed window is folded into the window open now).
+- ``src_hi``/``src_lo``/``dst_hi``/``dst_lo``: the two big-endian halves of each address as
+  signed 64-bit integers, for the filter's prefix tests (``columns.SparkColumn``).
+
+Unsigned FlowBatch columns become the next wider signed type (uint8/uint16 → int32, uint32 →
+int64); packets and bytes are unsigned 64-bit in Parquet, which Spark reads as DECIMAL(20,0), so
+every value and every sum is exact (the embedded engine's uint64 sums wrap beyond 2**64).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flowscope.aggregate.windows import Resolution, attribute
+from flowscope.errors import ConfigError
+from flowscope.model import FLOW_COLUMNS, IPV4_MAPPED_PREFIX, ExporterTable, FlowBatch
+
+__all__ = ["FLOW_SCHEMA", "JSON_SCHEMA", "ArrivalOrder", "flow_table", "json_flows", "write_parquet"]
+
+_INT32_COLUMNS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos")
+_INT64_COLUMNS = ("exporter", "in_if", "out_if", "src_as", "dst_as")
+_COUNTER_COLUMNS = ("packets", "bytes")
+
+# The Spark schema of the flow rows (DDL), in the order ``flow_table`` writes them.
+FLOW_SCHEMA = ", ".join((
+    "window BIGINT", "late BOOLEAN",
+    "time_received BIGINT", "time_start BIGINT", "time_end BIGINT",
+    *(f"{name} INT" for name in _INT32_COLUMNS),
+    *(f"{name} BIGINT" for name in _INT64_COLUMNS),
+    *(f"{name} DECIMAL(20,0)" for name in _COUNTER_COLUMNS),
+    "src_addr BINARY", "dst_addr BINARY",
+    "src_hi BIGINT", "src_lo BIGINT", "dst_hi BIGINT", "dst_lo BIGINT",
+))
+
+
+class ArrivalOrder:
+    """The embedded engine's finest-window bookkeeping with the data as its clock.
+
+    ``assign`` gives each flow of a batch its finest window start and late flag, ``tick`` closes
+    what the data's own time has made due; call them in the order the engine would see
+    ``process`` and ``tick`` (``offline_results``: one ``assign`` per non-empty decoded batch,
+    one ``tick`` after every decoded batch).
+    """
+
+    def __init__(self, resolutions: list[Resolution], time_base: str, grace_ms: int) -> None:
+        if time_base == "spread":
+            raise ConfigError("engine.time_base: 'spread' is not supported by the Spark engine yet")
+        self.resolutions = resolutions
+        self.finest = resolutions[0]
+        self.time_base = time_base
+        self.grace_ms = grace_ms
+        self.watermark_ms: int | None = None
+        # Per resolution, as the embedded engine: windows starting before the horizon have closed;
+        # a longer window exists once one of its shorter windows closed into it.
+        self.horizons_ms = [-(1 << 62)] * len(resolutions)
+        self.open: list[set[int]] = [set() for _ in resolutions]
+        self.late_total = 0
+
+    @property
+    def horizon_ms(self) -> int:
+        """A flow is late once any window containing it has closed (a closed hour covers its seconds)."""
+        return max(self.horizons_ms)
+
+    def assign(self, batch: FlowBatch) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        starts = attribute(batch, self.time_base, self.finest).window_start_ms
+        if len(starts) == 0:
+            return starts, np.zeros(0, np.bool_)
+        newest = int(starts.max()) + self.finest.duration_ms - 1
+        self.watermark_ms = newest if self.watermark_ms is None else max(self.watermark_ms, newest)
+        horizon = self.horizon_ms
+        late = starts < horizon
+        if late.any():
+            open_now = max(self.finest.start_of(self.watermark_ms), horizon)
+            starts = np.where(late, open_now, starts)
+            self.late_total += int(late.sum())
+        self.open[0].update(np.unique(starts).tolist())
+        return starts, late
+
+    def tick(self) -> None:
+        now = self.watermark_ms if self.watermark_ms is not None else 0
+        for level, resolution in enumerate(self.resolutions):
+            duration = resolution.duration_ms
+            due = [start for start in self.open[level] if start + duration + self.grace_ms <= now]
+            for start in due:
+                self.open[level].discard(start)
+                self.horizons_ms[level] = max(self.horizons_ms[level], start + duration)
+                if level + 1 < len(self.resolutions):
+                    self.open[level + 1].add(self.resolutions[level + 1].start_of(start))
+
+    def state(self) -> dict[str, object]:
+        return {"watermark_ms": self.watermark_ms, "horizons_ms": list(self.horizons_ms),
+                "open": [sorted(level) for level in self.open]}
+
+    def restore(self, saved: dict[str, object]) -> None:
+        self.watermark_ms = saved["watermark_ms"]  # type: ignore[assignment]
+        self.horizons_ms = list(saved["horizons_ms"])  # type: ignore[call-overload]
+        self.open = [set(level) for level in saved["open"]]  # type: ignore[attr-defined]
+
+
+def _words(column: npt.NDArray) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    pairs = np.ascontiguousarray(column, dtype="S16").view(">i8").reshape(-1, 2).astype(np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _binary(column: npt.NDArray) -> pa.Array:
+    raw = np.ascontiguousarray(column, dtype="S16")
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [None, pa.py_buffer(raw.tobytes())])
+
+
+def flow_table(batch: FlowBatch, window: npt.NDArray[np.int64], late: npt.NDArray[np.bool_]) -> pa.Table:
+    """One batch as an Arrow table in ``FLOW_SCHEMA``'s column order."""
+    src_hi, src_lo = _words(batch["src_addr"])
+    dst_hi, dst_lo = _words(batch["dst_addr"])
+    columns: dict[str, pa.Array] = {
+        "window": pa.array(window.astype(np.int64)),
+        "late": pa.array(late.astype(np.bool_)),
+    }
+    for name in ("time_received", "time_start", "time_end"):
+        columns[name] = pa.array(batch[name].astype(np.int64))
+    for name in _INT32_COLUMNS:
+        columns[name] = pa.array(batch[name].astype(np.int32))
+    for name in _INT64_COLUMNS:
+        columns[name] = pa.array(batch[name].astype(np.int64))
+    for name in _COUNTER_COLUMNS:  # unsigned 64-bit in Parquet; Spark reads them as DECIMAL(20,0)
+        columns[name] = pa.array(batch[name].astype(np.uint64))
+    columns["src_addr"] = _binary(batch["src_addr"])
+    columns["dst_addr"] = _binary(batch["dst_addr"])
+    columns.update(src_hi=pa.array(src_hi), src_lo=pa.array(src_lo), dst_hi=pa.array(dst_hi), dst_lo=pa.array(dst_lo))
+    return pa.table(columns)
+
+
+def write_parquet(tables: Iterable[pa.Table], directory: str | Path) -> int:
+    """Writes each table as one Parquet file ``part-NNNNNN.parquet``; returns the rows written."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for number, table in enumerate(tables):
+        pq.write_table(table, target / f"part-{number:06d}.parquet")
+        rows += table.num_rows
+    return rows
+
+
+# -- the collector's JSON lines (``flowscope collect --json-server``, export/flowjson.py) --------
+
+_JSON_NUMBERS = (
+    ("time_received", "BIGINT"), ("time_start", "BIGINT"), ("time_end", "BIGINT"), ("domain", "BIGINT"),
+    ("src_port", "INT"), ("dst_port", "INT"), ("protocol", "INT"), ("tcp_flags", "INT"), ("tos", "INT"),
+    ("packets", "DECIMAL(20,0)"), ("bytes", "DECIMAL(20,0)"), ("in_if", "BIGINT"), ("out_if", "BIGINT"),
+    ("src_as", "BIGINT"), ("dst_as", "BIGINT"), ("sampling_rate", "BIGINT"),
+)
+# The schema of one JSON line, for ``from_json``.
+JSON_SCHEMA = ", ".join(
+    ["exporter STRING", "src_addr STRING", "dst_addr STRING", *(f"{name} {kind}" for name, kind in _JSON_NUMBERS)]
+)
+
+
+def _packed(text: str) -> bytes:
+    address = ipaddress.ip_address(text)
+    return (IPV4_MAPPED_PREFIX + address.packed) if address.version == 4 else address.packed
+
+
+def _address_column(values: pa.ChunkedArray | pa.Array) -> npt.NDArray:
+    """Address texts → 16-byte ``S16`` (IPv4 mapped); each distinct address is parsed once."""
+    texts = np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+    if len(texts) == 0:
+        return np.zeros(0, "S16")
+    unique, inverse = np.unique(texts.astype(str), return_inverse=True)
+    packed = np.array([_packed(text) for text in unique.tolist()], "S16")
+    result: npt.NDArray = packed[inverse]
+    return result
+
+
+def json_flows(table: pa.Table, exporters: ExporterTable) -> FlowBatch:
+    """Rows parsed from the collector's JSON lines (``JSON_SCHEMA``) as a FlowBatch.
+
+    Exporters are mapped to indices of ``exporters`` (new ones are added in the order pyarrow's
+    dictionary encoding meets them: their first row); unparsable rows (a line cut short) are dropped.
+    """
+    complete = table.filter(pc.invert(pc.or_(pc.is_null(table["src_addr"]), pc.is_null(table["packets"]))))
+    columns: dict[str, npt.NDArray] = {}
+    for name, _ in _JSON_NUMBERS:
+        if name == "domain":
+            continue
+        column = complete[name]
+        if name in _COUNTER_COLUMNS:
+            column = pc.cast(column, pa.uint64())
+        columns[name] = column.to_numpy().astype(FLOW_COLUMNS[name])
+    columns["src_addr"] = _address_column(complete["src_addr"])
+    columns["dst_addr"] = _address_column(complete["dst_addr"])
+    # One "address|domain" key per row, dictionary-encoded: only the distinct exporters are looked up.
+    keys = pc.binary_join_element_wise(complete["exporter"], pc.cast(complete["domain"], pa.string()), "|")
+    encoded = pa.chunked_array(keys).combine_chunks().dictionary_encode()
+    lookup = np.zeros(len(encoded.dictionary), np.uint32)
+    for position, key in enumerate(encoded.dictionary.to_pylist()):
+        address, _, domain = key.rpartition("|")
+        lookup[position] = exporters.index_of(address, int(domain))
+    columns["exporter"] = lookup[encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)]
+    return FlowBatch(columns)
