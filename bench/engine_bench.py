@@ -95,11 +95,9 @@ class Processes:
 
     def start(self, argv: list[str], log: Path | None = None, capture: bool = False) -> subprocess.Popen[bytes]:
         """Starts ``argv`` in its own session; stderr (and stdout unless ``capture``) go to ``log``."""
-        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps its own copy)
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else out,
-                                   stderr=subprocess.STDOUT if capture else out, start_new_session=True)
-        if log:
-            out.close()
+        with open(log or os.devnull, "wb") as out:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else out,
+                                       stderr=subprocess.STDOUT if capture else out, start_new_session=True)
         self.running.append(process)
         return process
 
