@@ -121,7 +121,9 @@ class OptionsState:
                         state.sampling_by_id[sampler] = rate
         init = _integer_position(records, SYSTEM_INIT_TIME_MS)
         if init is not None and len(records):
-            state.system_init_ms = int(records.unsigned(init)[-1])
+            # as a signed 64-bit number, like the record's own field in normalize: an absurd 8-byte
+            # value must not overflow the int64 time arithmetic later
+            state.system_init_ms = int(records.unsigned(init).astype(np.int64)[-1])
         name_position = template.field_position(0, INTERFACE_NAME)
         if name_position is None:
             name_position = template.field_position(0, INTERFACE_DESCRIPTION)

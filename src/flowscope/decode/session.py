@@ -316,7 +316,8 @@ class DecoderSession:
     def _refreshed(self, context: _Context, set_id: int, body: memoryview) -> bool:
         """The periodic template refresh, fast: a template set byte-identical to the last one of its
         scope, whose templates are all still the stored ones, is counted as refreshed without being
-        parsed again (parsing it would find the same layouts and change nothing)."""
+        parsed again (parsing it would find the same layouts and change nothing; should the store
+        ever track refresh times, they must be updated here too)."""
         known = self._known_template_sets.get((context.exporter, context.domain, context.version, set_id))
         if known is None or known[0] != body:
             return False
