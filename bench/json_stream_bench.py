@@ -291,6 +291,9 @@ def run_ladder(padded: bool, rates: list[int], seconds: float, args: argparse.Na
             cpu_before = {k: cpu_seconds(p) for k, p in pids.items() if p}
             commands.send((rate, duration))
             sent = commands.recv()
+            if collector.poll() is not None:
+                raise RuntimeError(f"the collector exited (code {collector.returncode}) during the step; "
+                                   f"its log: {log_path.read_text(errors='replace')[-2000:]}")
             lag, complete = wait_drained(lines, lines_before + sent["sent_flows"], args.quiet_seconds, 90.0)
             after = udp_socket_stats(udp_port)
             cpu_after = {k: cpu_seconds(p) for k, p in pids.items() if p}
@@ -419,7 +422,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cleans up like Ctrl-C
+    # Ctrl-C and SIGTERM both unwind through the clean-up (even when started with SIGINT ignored,
+    # as a shell does for background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     machine = benchutil.machine_info()
     print(f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gib']} GiB, "
           f"Python {machine['python']}, numpy {machine['numpy']}; sender, collector and consumer share them")
