@@ -55,6 +55,7 @@ class CollectConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     queue_batches: int = 4096  # datagram batches waiting for the decoder before drops
+    queue_max_bytes: int = 256 << 20  # ... and their payload bytes: memory stays bounded under overload
     decode_batch_datagrams: int = 4096  # the decoder merges waiting batches up to this size
 
 
@@ -74,6 +75,8 @@ class Collector:
         self.udp_listeners: list[UdpListener] = []
         self.tcp_listeners: list[TcpIpfixListener] = []
         self._queue: queue.Queue[list[Datagram] | None] = queue.Queue(config.queue_batches)
+        self._queued_bytes = 0
+        self._queued_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -107,11 +110,22 @@ class Collector:
             self._thread = None
 
     def _enqueue(self, batch: list[Datagram]) -> None:
-        try:
-            self._queue.put_nowait(batch)
-        except queue.Full:
+        size = sum(len(datagram.payload) for datagram in batch)
+        with self._queued_lock:
+            accepted = self._queued_bytes + size <= self.config.queue_max_bytes
+            if accepted:
+                try:
+                    self._queue.put_nowait(batch)
+                    self._queued_bytes += size
+                except queue.Full:
+                    accepted = False
+        if not accepted:
             for datagram in batch:
                 self.counters.add("collector_dropped_total", exporter=datagram.exporter, reason="decoder_busy")
+
+    def _dequeued(self, batch: list[Datagram]) -> None:
+        with self._queued_lock:
+            self._queued_bytes -= sum(len(datagram.payload) for datagram in batch)
 
     def _decode_loop(self) -> None:
         assert self.session is not None and self.normalizer is not None
@@ -120,6 +134,7 @@ class Collector:
             first = self._queue.get()
             if first is None:
                 return
+            self._dequeued(first)
             datagrams = list(first)
             stop = False
             while len(datagrams) < limit:
@@ -130,6 +145,7 @@ class Collector:
                 if more is None:
                     stop = True
                     break
+                self._dequeued(more)
                 datagrams.extend(more)
             self._process(datagrams)
             if stop:
