@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -242,23 +242,24 @@ class Engine:
         address = _canonical(address)
         self._watch_added.add(address)
         self._watch_removed.discard(address)
-        for level in self._open:
-            for window in level.values():
-                hosts = window.views["all"].hosts
-                if hosts is not None:
-                    hosts.watch(address)
+        for hosts in self._open_host_states():
+            hosts.watch(address)
         self._changed = [True] * len(self._changed)
 
     def unwatch(self, address: str) -> None:
         address = _canonical(address)
         self._watch_removed.add(address)
         self._watch_added.discard(address)
+        for hosts in self._open_host_states():
+            hosts.unwatch(address)
+        self._changed = [True] * len(self._changed)
+
+    def _open_host_states(self) -> Iterator[HostState]:
         for level in self._open:
             for window in level.values():
                 hosts = window.views["all"].hosts
                 if hosts is not None:
-                    hosts.unwatch(address)
-        self._changed = [True] * len(self._changed)
+                    yield hosts
 
     def watched_hosts(self) -> list[str]:
         configured = {_canonical(a) for a in self.config.stats.watched_hosts}
@@ -349,17 +350,16 @@ class Engine:
             for name, state in window.views.items()
         ]
 
+    def open_windows(self, level: int) -> dict[int, dict[str, TrafficState]]:
+        """Read-only view of open windows (tests, live API)."""
+        return {start: window.views for start, window in self._open[level].items()}
+
     def take_finest(self) -> dict[int, dict[str, TrafficState]]:
         """Remove and return the open finest windows (a worker shipping its partial states)."""
         taken = {start: window.views for start, window in self._open[0].items()}
         self._open[0] = {}
         return taken
 
-    def open_windows(self, level: int) -> dict[int, dict[str, TrafficState]]:
-        """Read-only view of open windows (tests, live API)."""
-        return {start: window.views for start, window in self._open[level].items()}
-
-    # ------------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:
         """Save open windows: changed resolutions only, committed atomically (see checkpoint.py)."""
         if self._checkpoint is None:

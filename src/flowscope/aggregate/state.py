@@ -107,7 +107,8 @@ class TrafficState:
             return
         classes = _CLASS_OF_PROTOCOL[rows.protocol]
         self.by_class += _histogram(classes, rows.flows, rows.packets, rows.bytes, len(PROTOCOL_CLASSES))
-        self.exporters.add(rows.exporter, rows.metrics())
+        metrics = rows.metrics()  # (rows × 3): flows, packets, bytes; built once per update
+        self.exporters.add(rows.exporter, metrics)
         for protocol, histogram in ((TCP, self.tcp_ports), (UDP, self.udp_ports)):
             selected = rows.protocol == protocol
             if not selected.any():
@@ -120,11 +121,11 @@ class TrafficState:
                 # same (nfdump adds each side unconditionally: such a flow counts twice for its port).
                 src_port = rows.src_port[selected]
                 np.add(histogram, _histogram(src_port, flows, packets, octets, PORTS), out=histogram)
-        self._update_web(rows, spec)
+        self._update_web(rows, metrics, spec)
         if self.hosts is not None:
             self.hosts.update(rows, spec)
 
-    def _update_web(self, rows: Rows, spec: StatsSpec) -> None:
+    def _update_web(self, rows: Rows, all_metrics: npt.NDArray[np.uint64], spec: StatsSpec) -> None:
         # One lookup in a (protocol, port) table instead of comparing against every port.
         table = _web_table(spec.web.tcp_ports, spec.web.udp_ports)
         row_class = _WEB_CLASS[rows.protocol]
@@ -133,7 +134,7 @@ class TrafficState:
         web = to_server | from_server
         if not web.any():
             return
-        metrics = rows.metrics()[web]
+        metrics = all_metrics[web]
         self.web += metrics.sum(axis=0, dtype=np.uint64)
         towards = to_server[web]
         source, destination = rows.src_addr[web], rows.dst_addr[web]
