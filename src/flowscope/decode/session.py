@@ -557,6 +557,7 @@ class DecoderSession:
     def pending_sets(self) -> int:
         return sum(len(q) for q in self._pending.values())
 
+    # --------------------------------------------------------------- counting
     def _count(self, name: str, value: int = 1, **labels: str) -> None:
         self._tally[(name, tuple(sorted(labels.items())))] += value
 
