@@ -9,7 +9,7 @@ addresses become IPv4-mapped IPv6; RFC 5103 biflow records become two unidirecti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ from flowscope.decode.options import ExporterOptions, OptionsState, sampler_ids,
 from flowscope.decode.records import RecordSet
 from flowscope.decode.templates import Template, field_name
 from flowscope.metrics import Counters
-from flowscope.model import FLOW_COLUMNS, FlowBatch, ipv4_to_mapped
+from flowscope.model import FLOW_COLUMNS, FlowBatch
 
 REVERSE_PEN = 29305
 NTP_UNIX_OFFSET_S = 2_208_988_800
@@ -125,8 +125,77 @@ class _Fields:
             return column.astype(dtype)
         return self.records.unsigned(position).astype(dtype)
 
+    def int64(self, name: str) -> npt.NDArray[np.int64] | None:
+        """The field as int64, straight from its big-endian column (as ``unsigned`` then int64)."""
+        position = self.plan.get(name)
+        if position is None or not self.records.has(position):
+            return None
+        column = self.records.fixed[field_name(position)]
+        values: npt.NDArray[np.int64] = (column if column.ndim == 1 else self.records.unsigned(position)).astype(
+            np.int64)
+        return values
+
     def has(self, name: str) -> bool:
         return name in self.plan.positions
+
+
+def _mergeable(records: RecordSet) -> tuple[object, ...] | None:
+    """What record sets must share to be converted as one (None: convert this one alone)."""
+    template = records.template
+    if records.variable or template.variable_index:
+        return None
+    plan = _plan(template)
+    positions = plan.positions
+    if "rev_packets" in positions or "rev_bytes" in positions:
+        return None  # split biflows append their reverse halves per record set
+    if records.version == 10 and ("start_uptime" in positions or "end_uptime" in positions):
+        return None  # times from each exporter's own system init time (and counted per exporter)
+    return (records.version, template.fields, template.fixed_dtype, records.header_sampling_interval is None)
+
+
+def _mergeable_runs(record_sets: list[RecordSet]) -> list[list[RecordSet]]:
+    """Data record sets in order, adjacent ones of one layout together (the row order stays)."""
+    runs: list[list[RecordSet]] = []
+    last: tuple[object, ...] | None = None
+    for records in record_sets:
+        if records.is_options or len(records) == 0:
+            continue
+        key = _mergeable(records)
+        if key is not None and key == last:
+            runs[-1].append(records)
+        else:
+            runs.append([records])
+        last = key
+    return runs
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    """1-D arrays of one dtype end to end; no copy when they already are (the decoder's batch
+    walk makes the record sets of one batch as slices of shared arrays)."""
+    first = arrays[0]
+    base = first.base
+    itemsize = first.dtype.itemsize
+    start = address = first.ctypes.data
+    adjacent = isinstance(base, np.ndarray) and base.flags.c_contiguous
+    for array in arrays:
+        if not adjacent or array.base is not base or array.ctypes.data != address or not array.flags.c_contiguous:
+            # into the same dtype: concatenate alone would make structured fields native-endian
+            out = np.empty(sum(len(a) for a in arrays), first.dtype)
+            return np.concatenate(arrays, out=out)
+        address += len(array) * itemsize
+    assert isinstance(base, np.ndarray)
+    return np.ndarray(((address - start) // itemsize,), first.dtype, buffer=base,
+                      offset=start - base.ctypes.data)
+
+
+def _mapped(column: np.ndarray) -> npt.NDArray:
+    """A 4-byte address field (big-endian, as on the wire) → 16-byte IPv4-mapped addresses: as
+    ``model.ipv4_to_mapped`` but writing 4-byte words (the field's bytes are copied unchanged)."""
+    words = np.empty((len(column), 4), np.uint32)
+    words[:, :2] = 0
+    words[:, 2] = np.frombuffer(b"\x00\x00\xff\xff", np.uint32)[0]
+    words[:, 3] = column.astype(">u4", copy=False).view(np.uint32)  # the wire bytes, not swapped
+    return words.view("S16").reshape(-1)
 
 
 def _ntp_to_ms(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -146,10 +215,8 @@ class Normalizer:
     def normalize(self, record_sets: list[RecordSet]) -> FlowBatch:
         parts: list[FlowBatch] = []
         orders: list[npt.NDArray[np.int64]] = []
-        for records in record_sets:
-            if records.is_options or len(records) == 0:
-                continue
-            batch, order = self._convert(records)
+        for run in _mergeable_runs(record_sets):
+            batch, order = self._convert(run[0]) if len(run) == 1 else self._convert_merged(run)
             parts.append(batch)
             orders.append(order)
         if not parts:
@@ -164,7 +231,36 @@ class Normalizer:
         return batch
 
     # ---------------------------------------------------------------- columns
-    def _convert(self, records: RecordSet) -> tuple[FlowBatch, npt.NDArray[np.int64]]:
+    def _convert_merged(self, run: list[RecordSet]) -> tuple[FlowBatch, npt.NDArray[np.int64]]:
+        """Record sets of one layout (several exporters of one device type) converted together:
+        every column is computed row by row, so this is their conversions one after the other,
+        with the fixed cost of the numpy calls paid once."""
+        first = run[0]
+        lengths = [len(r) for r in run]
+        sampling = None
+        if first.header_sampling_interval is not None:
+            sampling = _join([cast(np.ndarray, r.header_sampling_interval) for r in run])
+        merged = RecordSet(
+            template=first.template, exporter=first.exporter, domain=first.domain, version=first.version,
+            fixed=_join([r.fixed for r in run]), variable={},
+            export_time_ms=_join([r.export_time_ms for r in run]),
+            sys_uptime_ms=_join([r.sys_uptime_ms for r in run]),
+            time_received_ms=_join([r.time_received_ms for r in run]),
+            order=_join([r.order for r in run]),
+            header_sampling_interval=sampling, exporter_index=first.exporter_index, options=first.options,
+        )
+        exporter = np.repeat(np.array([r.exporter_index for r in run], np.uint32), lengths)
+        if all(self._options_of(r) is None for r in run):
+            rate = self._sampling(merged)  # no options anywhere: the rate depends on the row alone
+        else:
+            rates = [self._sampling(r) for r in run]
+            rate = None if all(r is None for r in rates) else np.concatenate(
+                [np.ones(n, np.uint64) if r is None else r for r, n in zip(rates, lengths, strict=True)])
+        return self._convert(merged, exporter, rate, rate_known=True)
+
+    def _convert(self, records: RecordSet, exporter: npt.NDArray[np.uint32] | None = None,
+                 rate: npt.NDArray[np.uint64] | None = None,
+                 rate_known: bool = False) -> tuple[FlowBatch, npt.NDArray[np.int64]]:
         plan = _plan(records.template)
         fields = _Fields(records, plan)
         count = len(records)
@@ -175,7 +271,7 @@ class Normalizer:
 
         columns: dict[str, npt.NDArray] = {
             "time_received": records.time_received_ms,
-            "exporter": np.full(count, records.exporter_index, np.uint32),
+            "exporter": np.full(count, records.exporter_index, np.uint32) if exporter is None else exporter,
             "src_addr": self._address(records, plan, "src"),
             "dst_addr": self._address(records, plan, "dst"),
             "src_port": integer("src_port", np.uint16),
@@ -190,17 +286,23 @@ class Normalizer:
         }
         self._icmp(columns, fields)
         columns["time_start"], columns["time_end"] = self._times(records, fields)
-        rate = self._sampling(records)
-        columns["sampling_rate"] = rate.astype(np.uint32)
+        if not rate_known:
+            rate = self._sampling(records)
+        columns["sampling_rate"] = np.ones(count, np.uint32) if rate is None else rate.astype(np.uint32)
         packets = fields.get("packets")
         octets = fields.get("bytes")
-        multiplier = rate if self.config.apply_sampling else np.ones(count, np.uint64)
-        columns["packets"] = (np.zeros(count, np.uint64) if packets is None else packets) * multiplier
-        columns["bytes"] = (np.zeros(count, np.uint64) if octets is None else octets) * multiplier
+        multiplier = rate if self.config.apply_sampling else None  # None: times 1
+        packets = np.zeros(count, np.uint64) if packets is None else packets
+        octets = np.zeros(count, np.uint64) if octets is None else octets
+        columns["packets"] = packets if multiplier is None else packets * multiplier
+        columns["bytes"] = octets if multiplier is None else octets * multiplier
         batch = FlowBatch({name: columns[name] for name in FLOW_COLUMNS})
+        reverse = self.config.split_biflows and (fields.has("rev_packets") or fields.has("rev_bytes"))
+        if not (reverse or self.config.preserve_order):
+            return batch, records.order  # the order is not used
         # Orders are doubled so that a biflow's reverse half sorts right after its forward half.
         order = records.order * 2
-        if self.config.split_biflows and (fields.has("rev_packets") or fields.has("rev_bytes")):
+        if reverse:
             return self._with_reverse(batch, order, fields, multiplier)
         return batch, order
 
@@ -209,7 +311,7 @@ class Normalizer:
         v4 = plan.get(f"{side}_v4")
         v6 = plan.get(f"{side}_v6")
         if v4 is not None and records.template.fields[v4].length == 4:
-            return ipv4_to_mapped(records.unsigned(v4).astype(np.uint32))
+            return _mapped(records.fixed[field_name(v4)])
         if v6 is not None and records.template.fields[v6].length == 16:
             return np.ascontiguousarray(records.raw(v6)).view("S16").reshape(-1)
         return np.zeros(len(records), "S16")
@@ -251,9 +353,9 @@ class Normalizer:
             if value is not None:
                 # Round the delta up so the start is the floor of the exact time, as elsewhere.
                 return export_ms - ((value + np.uint64(999)) // np.uint64(1000)).astype(np.int64)
-            value = get(f"{side}_uptime")
-            if value is not None:
-                return self._from_uptime(records, value, fields)
+            uptime = fields.int64(f"{side}_uptime")
+            if uptime is not None:
+                return self._from_uptime(records, uptime, fields)
             return None
 
         start = absolute("start")
@@ -276,7 +378,7 @@ class Normalizer:
         return start, end
 
     def _from_uptime(
-        self, records: RecordSet, value: npt.NDArray[np.uint64], fields: _Fields
+        self, records: RecordSet, value: npt.NDArray[np.int64], fields: _Fields
     ) -> npt.NDArray[np.int64]:
         """sysUpTime-relative milliseconds → UTC ms.
 
@@ -287,13 +389,14 @@ class Normalizer:
         if records.version == 10:
             init = fields.get("system_init_ms")
             if init is not None:
-                return init.astype(np.int64) + value.astype(np.int64)
+                return init.astype(np.int64) + value
             state = self._options_of(records)
             if state is not None and state.system_init_ms is not None:
-                return value.astype(np.int64) + state.system_init_ms
+                return value + state.system_init_ms
             self.counters.add("normalize_time_unknown_total", len(records), exporter=records.exporter)
             return records.export_time_ms.copy()
-        behind = (records.sys_uptime_ms - value.astype(np.int64)) % _UPTIME_MODULO
+        # & (2**32 - 1) is % 2**32 for int64 (non-negative result), and cheaper
+        behind = (records.sys_uptime_ms - value) & (_UPTIME_MODULO - 1)
         return records.export_time_ms - behind
 
     def _options_of(self, records: RecordSet) -> ExporterOptions | None:
@@ -302,15 +405,17 @@ class Normalizer:
             return records.options
         return self.options.get(records.exporter, records.domain)
 
-    def _sampling(self, records: RecordSet) -> npt.NDArray[np.uint64]:
+    def _sampling(self, records: RecordSet) -> npt.NDArray[np.uint64] | None:
+        """The 1-in-N rate of every record; None if nothing announces one (1 for all)."""
         count = len(records)
-        rate = np.zeros(count, np.uint64)
         own = sampling_rates(records)
-        if own is not None:
-            rate = own.astype(np.uint64)
         state = self._options_of(records)
+        ids = sampler_ids(records) if state is not None and state.sampling_by_id else None
+        if (own is None and ids is None and records.header_sampling_interval is None
+                and (state is None or not state.default_sampling_rate)):
+            return None
+        rate = np.zeros(count, np.uint64) if own is None else own.astype(np.uint64)
         if state is not None:
-            ids = sampler_ids(records)
             if ids is not None and state.sampling_by_id:
                 for sampler, sampler_rate in state.sampling_by_id.items():
                     rate = np.where((rate == 0) & (ids == sampler), np.uint64(sampler_rate), rate)
@@ -322,7 +427,7 @@ class Normalizer:
 
     @staticmethod
     def _with_reverse(
-        batch: FlowBatch, order: npt.NDArray[np.int64], fields: _Fields, multiplier: npt.NDArray[np.uint64]
+        batch: FlowBatch, order: npt.NDArray[np.int64], fields: _Fields, multiplier: npt.NDArray[np.uint64] | None
     ) -> tuple[FlowBatch, npt.NDArray[np.int64]]:
         get = fields.get
         count = len(batch)
@@ -337,8 +442,8 @@ class Normalizer:
         swapped = dict(reverse.columns)
         for a, b in (("src_addr", "dst_addr"), ("src_port", "dst_port"), ("in_if", "out_if"), ("src_as", "dst_as")):
             swapped[a], swapped[b] = reverse.columns[b], reverse.columns[a]
-        swapped["packets"] = rev_packets[present] * multiplier[present]
-        swapped["bytes"] = rev_bytes[present] * multiplier[present]
+        swapped["packets"] = rev_packets[present] if multiplier is None else rev_packets[present] * multiplier[present]
+        swapped["bytes"] = rev_bytes[present] if multiplier is None else rev_bytes[present] * multiplier[present]
         flags = get("rev_tcp_flags")
         if flags is not None:
             swapped["tcp_flags"] = flags[present].astype(np.uint8)

@@ -49,6 +49,22 @@ class SequenceTracker:
         state.resume = None
         return lost
 
+    def observe_unbroken(self, exporter: str, version: int, domain: int, first: int, following: int,
+                         advance: int) -> bool:
+        """Messages of one scope whose numbers follow one another, from ``first`` to ``following``
+        (the number after the last), ``advance`` units in all: recorded as ``observe`` on each would,
+        if the first one loses nothing; False (and nothing recorded) if it might."""
+        key = (exporter, version, domain)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = SequenceState()
+        elif state.expected is not None and first not in (state.expected, state.resume):
+            return False
+        state.received += advance
+        state.expected = following
+        state.resume = None
+        return True
+
     def forget(self, exporter: str, version: int, domain: int) -> None:
         """The next expected number is unknown (e.g. records held for a missing template)."""
         state = self._states.get((exporter, version, domain))

@@ -2,9 +2,10 @@
 
 One session holds the state that outlives a message: templates per exporter scope, data waiting
 for its template, sequence numbers, and what options data said. ``decode`` takes a whole batch of
-datagrams, walks their headers and sets (a short Python loop per message, never per record),
-gathers the data sets of each template, and decodes every template's records with one
-``np.frombuffer`` per batch.
+datagrams; the common ones are taken apart for the whole batch at once with numpy (batchwalk.py),
+the others here, with a short Python loop per message (never per record) over their headers and
+sets. Either way the data sets of each template are gathered and every template's records are
+decoded in one piece per batch.
 
 Bad input never raises out of ``decode``: every problem is counted in ``decode_errors_total``
 by kind and exporter, and logged at a limited rate.
@@ -17,12 +18,15 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from flowscope.decode import ipfix, v9
+from flowscope.decode.batchwalk import decode_batch
+from flowscope.decode.context import MessageContext, RecordColumns
+from flowscope.decode.groups import Group
 from flowscope.decode.options import ExporterOptions, OptionsState
 from flowscope.decode.records import RecordSet
 from flowscope.decode.sequence import SequenceTracker
@@ -47,23 +51,15 @@ class DecoderConfig:
     pending_max_sets_per_exporter: int = 1024  # data sets held while their template is unknown
     pending_max_age_ms: int = 60_000
     error_log_interval_ms: int = 10_000
+    # Read the headers of a whole batch with numpy (batchwalk.py) and take only the unusual
+    # datagrams one by one; off: every datagram goes the per-message path (same results, slower).
+    batch_walk: bool = True
+    # After a batch the batch walk could not take any datagram of (variable-length records, say),
+    # this many batches go the per-message path before it is tried again.
+    batch_walk_retry_batches: int = 8
 
 
-class _Context:
-    """What the message header says, for every record of its sets (a plain class: made per message)."""
-
-    __slots__ = ("domain", "export_time_ms", "exporter", "header_sampling_interval", "sys_uptime_ms",
-                 "time_received_ms", "version")
-
-    def __init__(self, version: int, exporter: str, domain: int, export_time_ms: int, sys_uptime_ms: int,
-                 time_received_ms: int, header_sampling_interval: int = 0) -> None:
-        self.version = version
-        self.exporter = exporter
-        self.domain = domain
-        self.export_time_ms = export_time_ms
-        self.sys_uptime_ms = sys_uptime_ms
-        self.time_received_ms = time_received_ms
-        self.header_sampling_interval = header_sampling_interval
+_Context = MessageContext  # the per-message path's name for it
 
 
 def _contradicts(before: ExporterOptions, after: ExporterOptions) -> bool:
@@ -97,17 +93,6 @@ def _variable_layout(template: Template) -> tuple[tuple[int, int], ...]:
     return layout
 
 
-@dataclass(slots=True)
-class _Group:
-    """Data sets of one template gathered across a batch, decoded together at the end."""
-
-    template: Template
-    context: _Context  # of the first set; per-set values are in the lists below
-    chunks: list[bytes | memoryview] = field(default_factory=list)
-    sets: list[tuple[int, _Context, int]] = field(default_factory=list)  # (records, context, first order)
-    variable: dict[int, list[bytes]] | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class _Pending:
     context: _Context
@@ -131,10 +116,11 @@ class DecoderSession:
         self.options = OptionsState()
         self.sequences = SequenceTracker()
         self._pending: dict[str, deque[_Pending]] = {}
-        self._groups: dict[tuple[int, str, int], _Group] = {}
-        self._sealed: list[tuple[_Group, ExporterOptions | None]] = []  # groups closed by new options data
+        self._groups: dict[tuple[int, str, int], Group] = {}
+        self._sealed: list[tuple[Group, ExporterOptions | None]] = []  # groups closed by new options data
         self._options_sets: list[RecordSet] = []
         self._order = 0
+        self._walk_skips = 0  # batches left to decode per message before the batch walk is tried again
         self._tally: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self._packets: Counter[tuple[str, int]] = Counter()  # per message: kept apart from _tally for speed
         self._last_log_ms: dict[tuple[str, str], float] = {}
@@ -148,9 +134,15 @@ class DecoderSession:
         self._sealed = []
         self._options_sets = []
         self._order = 0
-        message = self._message
-        for datagram in datagrams:
-            message(datagram)
+        if self.config.batch_walk and len(datagrams) > 1 and self._walk_skips <= 0:
+            # A stream the batch walk cannot take (variable-length records, say) only pays for
+            # its header pass: then skip it for a few batches before trying again.
+            self._walk_skips = 0 if decode_batch(self, datagrams) else self.config.batch_walk_retry_batches
+        else:
+            self._walk_skips -= 1
+            message = self._message
+            for datagram in datagrams:
+                message(datagram)
         record_sets = [self._finish(group, options) for group, options in self._sealed]
         record_sets += [self._finish(group) for group in self._groups.values()]
         record_sets += self._options_sets
@@ -162,6 +154,32 @@ class DecoderSession:
             )
         self._flush_tally()
         return record_sets
+
+    # ------------------------------------------------- used by the batch walk
+    def message(self, datagram: Datagram) -> None:
+        """One datagram through the per-message path."""
+        self._message(datagram)
+
+    def group(self, template: Template, context: MessageContext) -> Group:
+        return self._group(template, context)
+
+    def take_order(self, counts: np.ndarray) -> np.ndarray:
+        """Arrival orders of the first records of sets of ``counts`` records, in wire order."""
+        ends = np.cumsum(counts)
+        starts: np.ndarray = ends - counts + self._order
+        self._order += int(ends[-1]) if len(ends) else 0
+        return starts
+
+    def count(self, name: str, value: int = 1, **labels: str) -> None:
+        self._count(name, value, **labels)
+
+    def count_packets(self, packets: Counter[tuple[str, int]]) -> None:
+        self._packets.update(packets)
+
+    def known_template_set(self, exporter: str, domain: int, version: int,
+                           set_id: int) -> tuple[bytes, tuple[Template, ...]] | None:
+        """The last template set of a scope kept for the refresh fast path (see ``_refreshed``)."""
+        return self._known_template_sets.get((exporter, domain, version, set_id))
 
     # --------------------------------------------------------------- messages
     def _message(self, datagram: Datagram) -> None:
@@ -374,8 +392,7 @@ class DecoderSession:
         if count:
             group = self._group(template, context)
             group.chunks.append(body[: count * length])
-            group.sets.append((count, context, self._order))
-            self._order += count
+            self._note_set(group, context, count)
         return count
 
     def _options_set(self, template: Template, context: _Context, body: memoryview) -> int:
@@ -413,17 +430,18 @@ class DecoderSession:
                 self._sealed.append((group, options))
                 del self._groups[key]
 
-    def _group(self, template: Template, context: _Context) -> _Group:
+    def _group(self, template: Template, context: _Context) -> Group:
         # The exporter scope is part of the key: the fixed v1/v5/v7 templates are shared by every
         # exporter, and one record set must never mix exporters (or v5 engines).
         key = (id(template), context.exporter, context.domain)
         group = self._groups.get(key)
         if group is None or group.template is not template:
-            group = _Group(template, context)
+            group = Group(template, context)
             self._groups[key] = group
         return group
 
-    def _note_set(self, group: _Group, context: _Context, count: int) -> None:
+    def _note_set(self, group: Group, context: _Context, count: int) -> None:
+        group.per_record = None
         group.sets.append((count, context, self._order))
         self._order += count
 
@@ -480,26 +498,32 @@ class DecoderSession:
             self._note_set(group, context, count)
         return count
 
-    def _finish(self, group: _Group, options: ExporterOptions | None = None) -> RecordSet:
+    def _finish(self, group: Group, options: ExporterOptions | None = None) -> RecordSet:
         template = group.template
-        sets = group.sets
-        counts = np.fromiter(map(itemgetter(0), sets), np.int64, len(sets))
+        per_record = group.per_record
+        columns = group.columns()
+        counts = columns.counts
         total = int(counts.sum())
+        chunks = group.chunks
         if template.fixed_length:
-            buffer = group.chunks[0] if len(group.chunks) == 1 else b"".join(group.chunks)
-            fixed = np.frombuffer(buffer, dtype=template.fixed_dtype, count=total)
+            if len(chunks) == 1 and isinstance(chunks[0], np.ndarray):
+                fixed = chunks[0]  # gathered by the batch walk, already of the template's dtype
+            else:
+                buffer = chunks[0] if len(chunks) == 1 else b"".join(cast("list[bytes]", chunks))  # any buffer joins
+                fixed = np.frombuffer(buffer, dtype=template.fixed_dtype, count=total)
         else:
             fixed = np.zeros(total, dtype=template.fixed_dtype)
-        order_starts = np.fromiter(map(itemgetter(2), sets), np.int64, len(sets))
-        order = np.repeat(order_starts - np.cumsum(counts) + counts, counts) + np.arange(total, dtype=np.int64)
-        contexts = list(map(itemgetter(1), sets))
-
-        def per_record(attribute: str, dtype: type) -> np.ndarray:
-            values: np.ndarray = np.fromiter(map(attrgetter(attribute), contexts), dtype, len(sets))
-            return np.repeat(values, counts)
-
         context = group.context
-        sampling = per_record("header_sampling_interval", np.uint32) if context.version == 5 else None
+        if per_record is None:
+            per_record = RecordColumns(
+                export_time_ms=np.repeat(columns.export_time_ms, counts),
+                sys_uptime_ms=np.repeat(columns.sys_uptime_ms, counts),
+                time_received_ms=np.repeat(columns.time_received_ms, counts),
+                order=(np.repeat(columns.order_start - np.cumsum(counts) + counts, counts)
+                       + np.arange(total, dtype=np.int64)),
+                header_sampling_interval=(np.repeat(columns.header_sampling_interval, counts)
+                                          if context.version == 5 else np.zeros(0, np.uint32)),
+            )
         return RecordSet(
             template=template,
             exporter=context.exporter,
@@ -507,11 +531,11 @@ class DecoderSession:
             version=context.version,
             fixed=fixed,
             variable=group.variable or {},
-            export_time_ms=per_record("export_time_ms", np.int64),
-            sys_uptime_ms=per_record("sys_uptime_ms", np.int64),
-            time_received_ms=per_record("time_received_ms", np.int64),
-            order=order,
-            header_sampling_interval=sampling,
+            export_time_ms=per_record.export_time_ms,
+            sys_uptime_ms=per_record.sys_uptime_ms,
+            time_received_ms=per_record.time_received_ms,
+            order=per_record.order,
+            header_sampling_interval=per_record.header_sampling_interval if context.version == 5 else None,
             exporter_index=self.exporters.index_of(context.exporter, context.domain),
             options=options,
         )
