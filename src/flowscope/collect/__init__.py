@@ -123,6 +123,25 @@ class Batcher:
         if len(self._batch) >= self._batch_max:
             self.flush()
 
+    def add_all(self, datagrams: list[Datagram]) -> None:
+        """``add`` of each datagram in turn (a listener's drained burst), with less work per datagram."""
+        start = 0
+        while start < len(datagrams):
+            if self._deadline_s is None:
+                self._deadline_s = time.monotonic() + self._flush_interval_s
+            chunk = datagrams[start:start + self._batch_max - len(self._batch)]
+            start += len(chunk)
+            received = self._received
+            for datagram in chunk:
+                counts = received.get(datagram.exporter)
+                if counts is None:
+                    counts = received[datagram.exporter] = [0, 0]
+                counts[0] += 1
+                counts[1] += len(datagram.payload)
+            self._batch.extend(chunk)
+            if len(self._batch) >= self._batch_max:
+                self.flush()
+
     def drop(self, reason: str, exporter: str, size: int = 0) -> None:
         """Count one dropped datagram (or connection); published with the next flush."""
         if self._deadline_s is None:
