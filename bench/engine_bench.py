@@ -734,6 +734,9 @@ def hosts_memory(work: Path, rate: float, args: argparse.Namespace, *, local_net
         "other_cpu_cores": other,
         "host_statistics_in_report": active,
         "replay_options": extra,
+        # The engine's own counters (checkpoints, background folds and failures): what the
+        # memory and delay figures came with.
+        "engine_counters": {name: value for name, value in counters.items() if name.startswith("engine_")},
     }
     record["zero_loss"] = (record["sequence_lost"] == 0 and record["kernel_drops"] == 0
                            and record["dropped_inside"] == 0 and record["engine_flows"] == record["sent"])

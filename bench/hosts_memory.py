@@ -1,9 +1,12 @@
 """Peak memory and speed of host statistics over one hour with a million distinct local hosts.
 
-The hour is built the way the engine builds it: each minute's ``HostState`` is updated batch by
-batch, and at the end of each minute it is merged into the hour's state (the rollup), after which
-the hour's result is computed (as a provisional emission would) . Every ten minutes the hour's
-state is pickled (a checkpoint). The work runs in a child process whose peak resident set size
+The hour is built the way the engine (with ``engine.background``, the default of ``flowscope
+run``) builds it: each minute's ``HostState`` is updated batch by batch; at the end of each minute
+it is folded in place and its final result computed, then its parts are handed to the hour (the
+rollup, no copy), and the hour's provisional result is computed after the hour's parts are folded
+in place (lent to the folding thread: ``HostState.lend`` / ``fold_lent``). Every ten minutes a
+snapshot of the hour is pickled, streamed to a file (a checkpoint). The glibc mmap threshold is
+pinned as the engine pins it. The work runs in a child process whose peak resident set size
 (``VmHWM`` in /proc/self/status) is the figure reported; the baseline before the first batch
 (interpreter, numpy, generator tables) is reported beside it.
 
@@ -40,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchutil
+from flowscope.aggregate.allocator import fix_mmap_threshold
 from flowscope.aggregate.hosts import HostState
 from flowscope.aggregate.state import Rows
 from flowscope.aggregate.stats import StatsSpec
@@ -162,8 +166,10 @@ class Traffic:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     traffic = Traffic(args.hosts, args.flows, args.batch, args.seed)
     spec = StatsSpec(local_networks=LOCAL_NETWORKS, watched_hosts=traffic.watched())
+    fix_mmap_threshold()
     baseline_hwm, baseline_rss = peak_rss_kib()
     hour = HostState()
+    hour.deferred = True  # folded by the engine's background thread, not on update
     minute = HostState()
     update_s: list[float] = []
     generate_s = merge_s = result_s = pickle_s = 0.0
@@ -182,10 +188,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         update_s.append(t2 - t1)
         del rows
         if (number + 1) * 60 >= next_minute * traffic.batches or number + 1 == traffic.batches:
+            minute.fold_lent(minute.lend()).result(spec)  # the minute's final result, folded in place
             t0 = time.perf_counter()
             hour.merge(minute)
             t1 = time.perf_counter()
-            hour.result(spec)
+            view = hour.fold_lent(hour.lend())  # the hour's provisional result, after its fold
+            view.result(spec)
+            del view
             t2 = time.perf_counter()
             merge_s += t1 - t0
             result_s += t2 - t1
@@ -195,7 +204,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             if next_minute % 10 == 0:
                 t0 = time.perf_counter()
                 with open(checkpoint, "wb") as handle:  # as the engine checkpoints: streamed to a file
-                    pickle.dump(hour, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(hour.snapshot(), handle, protocol=5)
                 pickle_s += time.perf_counter() - t0
                 pickle_bytes = checkpoint.stat().st_size
                 pickles += 1

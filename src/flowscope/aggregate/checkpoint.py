@@ -14,10 +14,12 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 MANIFEST = "manifest.json"
+PICKLE_PROTOCOL = 5  # out-of-band capable buffers: numpy arrays are written without a copy
 
 
 class CheckpointError(Exception):
@@ -49,11 +51,14 @@ class CheckpointFiles:
             if content is None and files[level] is not None:
                 continue
             name = f"level{level}-{os.getpid()}-{self._generation}.pkl"
-            _write_atomically(self.directory / name, pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL))
+            # Streamed into the file: protocol 5 writes large numpy arrays straight from their
+            # memory, so an hour of host state never exists a second time as one bytes object.
+            _write_atomically(self.directory / name, _pickler(content))
             files[level] = name
             written += 1
         manifest = {**header, "levels": files}
-        _write_atomically(self.directory / MANIFEST, json.dumps(manifest).encode())
+        encoded = json.dumps(manifest).encode()
+        _write_atomically(self.directory / MANIFEST, lambda handle: handle.write(encoded))
         self._files = files
         self._remove_unreferenced(set(name for name in files if name))
         return written
@@ -80,9 +85,19 @@ class CheckpointFiles:
                 path.unlink(missing_ok=True)
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
+def _pickler(content: object) -> Callable[[IO[bytes]], object]:
+    return lambda handle: pickle.dump(content, handle, protocol=PICKLE_PROTOCOL)
+
+
+def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """``write`` into a temporary file, synced, then renamed onto ``target`` (removed on failure)."""
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tmp-", delete=False) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        try:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            handle.close()
+            Path(handle.name).unlink(missing_ok=True)
+            raise
     os.replace(handle.name, target)

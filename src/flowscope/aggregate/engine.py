@@ -9,6 +9,10 @@ late and folded into the window open now; nothing is dropped.
 
 The clock is the wall clock for live collection, or the data itself (the largest time seen) for
 offline reports, which makes offline results deterministic.
+
+With ``offload`` (live collection, wall clock) the results of the windows longer than the finest
+and the checkpoints are computed on a background thread from snapshots taken under the engine's
+lock (see ``offload``): the live (finest) results never wait behind an hour of host statistics.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from flowscope.aggregate.allocator import fix_mmap_threshold
 from flowscope.aggregate.checkpoint import CheckpointError, CheckpointFiles
 from flowscope.aggregate.filters import Filter, compile_filter
 from flowscope.aggregate.hosts import HostState
+from flowscope.aggregate.offload import BackgroundWork, snapshot_state
 from flowscope.aggregate.state import Rows, TrafficState
 from flowscope.aggregate.stats import StatsSpec
 from flowscope.aggregate.windows import Resolution, attribute, check_resolutions, split_counts
@@ -50,6 +56,8 @@ class EngineConfig:
     checkpoint_dir: str | None = None
     checkpoint_interval_ms: int = 5_000
     stats: StatsSpec = field(default_factory=StatsSpec)
+    # Longer windows' results and checkpoints on a background thread (wall clock only).
+    offload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,9 @@ class Engine:
         # and the delays measured when they became visible: the "live lag" of the dashboard.
         self._unpublished_arrivals_ms: list[int] = []
         self.live_delays_ms: deque[int] = deque(maxlen=100_000)
+        self._background: BackgroundWork | None = None  # results and folds of long windows
+        self._writer: BackgroundWork | None = None  # checkpoints (disk waits must not delay folds)
+        self._checkpoint_failed = False  # a background write failed: rewrite every level next time
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -128,6 +139,12 @@ class Engine:
         self._horizon_ms = [-(1 << 62)] * len(self.resolutions)
         self._changed = [True] * len(self.resolutions)
         self._last_provisional_ms = [0] * len(self.resolutions)
+        if self.config.offload and self.config.clock == "wall":
+            fix_mmap_threshold()  # folds free arrays of hundreds of MB: give them back to the system
+            self._background = BackgroundWork(self.counters, "background")
+            self._writer = BackgroundWork(self.counters, "checkpoint")
+            self._background.start()
+            self._writer.start()
         if self.config.checkpoint_dir:
             self._checkpoint = CheckpointFiles(self.config.checkpoint_dir)
             self._restore()
@@ -135,13 +152,28 @@ class Engine:
 
     def stop(self) -> None:
         """Live stop: publish what the open windows hold, and checkpoint them for the restart."""
+        self.wait_background()  # nothing in flight: the last results and checkpoint go out
+        self._run_completions()  # closed minutes hand their hosts to the hour
         self._emit_provisional(self._now(), force=True)
+        self.wait_background()  # folds lend host parts; the checkpoint waits for them to return
+        self._run_completions()
         if self._checkpoint is not None:
             self.checkpoint()
+        for worker in (self._background, self._writer):
+            if worker is not None:
+                worker.stop()
+        self._background = self._writer = None
 
     def flush(self) -> None:
         """Close every open window now (end of offline input)."""
         self._close(until_ms=None)
+        self.wait_background()
+
+    def wait_background(self) -> None:
+        """Wait until the background threads have run every queued job (results, checkpoints)."""
+        for worker in (self._background, self._writer):
+            if worker is not None:
+                worker.drain()
 
     # ----------------------------------------------------------------- update
     def process(self, batch: FlowBatch) -> None:
@@ -165,13 +197,15 @@ class Engine:
         else:
             late_flows = 0
         masks = {name: (None if f is None else f.mask(batch)[attribution.rows]) for name, f in self._filters.items()}
-        unique_starts = np.unique(starts)
+        # Most batches fall into one window: checking that is far cheaper than np.unique.
+        unique_starts = starts[:1] if (starts == starts[0]).all() else np.unique(starts)
         for start in unique_starts.tolist():
             in_window = starts == start if len(unique_starts) > 1 else None
             window = self._window(0, start)
             for name, mask in masks.items():
                 selected = _combine(in_window, mask)
-                window.views[name].update(rows if selected is None else rows.take(selected), self.config.stats)
+                chosen = rows if selected is None else rows.take(np.flatnonzero(selected))  # by index: faster
+                window.views[name].update(chosen, self.config.stats)
             window.dirty = True
         if late_flows:
             self._window(0, int(starts[late][0])).views["all"].late_flows += late_flows
@@ -226,15 +260,21 @@ class Engine:
     def _window(self, level: int, start: int) -> _Window:
         window = self._open[level].get(start)
         if window is None:
-            window = _Window({name: self._new_state(name) for name in self._filters})
+            window = _Window({name: self._new_state(name, level) for name in self._filters})
             self._open[level][start] = window
         return window
 
-    def _new_state(self, view: str) -> TrafficState:
+    def _new_state(self, view: str, level: int = 0) -> TrafficState:
         # Host statistics only for the unfiltered view: their memory would multiply by views.
         if view != "all":
             return TrafficState()
-        return TrafficState(hosts=HostState(watched=self._watch_added, unwatched=self._watch_removed))
+        hosts = HostState(watched=self._watch_added, unwatched=self._watch_removed)
+        hosts.deferred = self._defers(level)
+        return TrafficState(hosts=hosts)
+
+    def _defers(self, level: int) -> bool:
+        """Whether the level's host parts are folded by the background thread (see ``_offload``)."""
+        return self._background is not None and level > 0
 
     # ------------------------------------------------------------------ hosts
     def watch(self, address: str) -> None:
@@ -283,6 +323,7 @@ class Engine:
 
     def tick(self) -> None:
         """Close what is due, emit provisional results and checkpoint when their intervals pass."""
+        self._run_completions()
         now = self._now()
         self._close(until_ms=now)
         self._emit_provisional(now)
@@ -298,17 +339,35 @@ class Engine:
                 start for start in windows
                 if until_ms is None or start + resolution.duration_ms + self.config.grace_ms <= until_ms
             )
+            if due and level > 0 and (self._closing() or self._lending()):
+                # A child's host statistics are still on their way to this level (see below), or
+                # a window's are being folded: closing needs them back.
+                self.wait_background()
+                self._run_completions()
             for start in due:
                 window = windows.pop(start)
-                results.extend(self._results(resolution, start, window, final=True))
+                offloaded = self._background is not None and level > 0
+                if not offloaded:
+                    results.extend(self._results(resolution, start, window, final=True))
                 self._horizon_ms[level] = max(self._horizon_ms[level], start + resolution.duration_ms)
                 self._changed[level] = True
+                parent: _Window | None = None
+                hand_over = False
                 if level + 1 < len(self.resolutions):
-                    parent = self._window(level + 1, self.resolutions[level + 1].start_of(start))
+                    parent_resolution = self.resolutions[level + 1]
+                    parent_start = parent_resolution.start_of(start)
+                    parent = self._window(level + 1, parent_start)
+                    parent_due = until_ms is None or (
+                        parent_start + parent_resolution.duration_ms + self.config.grace_ms <= until_ms
+                    )
+                    hand_over = offloaded and not parent_due
                     for name, state in window.views.items():
-                        parent.views[name].merge(state)
+                        parent.views[name].merge(_without_hosts(state) if hand_over else state)
                     parent.dirty = True
                     self._changed[level + 1] = True
+                if offloaded:
+                    self._offload_final(level, start, window, parent if hand_over else None,
+                                        exclusive=hand_over or parent is None)
                 self.counters.add("engine_windows_closed_total", resolution=resolution.name)
         if results:
             self.sink.emit(results)
@@ -336,9 +395,19 @@ class Engine:
                 continue
             self._last_provisional_ms[level] = now
             for start, window in sorted(self._open[level].items()):
-                if window.dirty:
-                    results.extend(self._results(resolution, start, window, final=False))
-                    window.dirty = False
+                if not window.dirty:
+                    continue
+                if self._background is not None and level > 0:
+                    if not self._background.busy(f"result:{level}:{start}") and not self._closing():
+                        if level == len(self.resolutions) - 1:
+                            self._offload_fold(level, start, window)
+                        else:
+                            snapshot = {name: snapshot_state(state) for name, state in window.views.items()}
+                            self._offload(level, start, snapshot, final=False, fold_into=window)
+                        window.dirty = False
+                    continue
+                results.extend(self._results(resolution, start, window, final=False))
+                window.dirty = False
         if results:
             self.sink.emit(results)
         self._published()
@@ -349,6 +418,105 @@ class Engine:
                          state.result(self.config.stats, self.exporters))
             for name, state in window.views.items()
         ]
+
+    def _offload(
+        self, level: int, start: int, views: dict[str, TrafficState], *, final: bool, fold_into: _Window | None
+    ) -> None:
+        """Compute and emit one window's results on the background thread.
+
+        ``views`` are snapshots (provisional) or a closed window's states (final). Computing the
+        results folds their queued host parts; the folded part then replaces the parts it came
+        from in ``fold_into`` (the window itself, or the parent a closed window was merged into),
+        so the live state is folded without the engine lock held for it.
+        """
+        assert self._background is not None
+        background = self._background
+        resolution = self.resolutions[level]
+        hosts = views["all"].hosts if "all" in views else None
+        parts = hosts.parts() if hosts is not None else ()
+
+        def job() -> None:
+            window = _Window(views, dirty=False)
+            self.sink.emit(self._results(resolution, start, window, final=final))
+            if hosts is not None and fold_into is not None and parts:
+                background.complete_later(lambda: self._adopt(fold_into, parts, hosts))
+
+        background.submit(f"result:{level}:{start}" + (":final" if final else ""), job)
+
+    def _offload_final(
+        self, level: int, start: int, window: _Window, hand_to: _Window | None, *, exclusive: bool
+    ) -> None:
+        """The final result of a closed minute (or hour), on the background thread.
+
+        Its host statistics are folded in place there (nothing else holds them: with
+        ``hand_to``, the parent gets them only afterwards, folded, by a completion), so the
+        closed window never exists twice, raw and folded (``exclusive``: the host statistics are
+        nobody else's; else they were merged into the parent as they were, and are folded into a
+        copy). Until the hand-over, snapshots wait (``_closing``): no checkpoint can miss them."""
+        assert self._background is not None
+        background = self._background
+        resolution = self.resolutions[level]
+        hosts = window.views["all"].hosts if "all" in window.views else None
+        lent = hosts.lend() if hosts is not None and exclusive else None
+
+        def job() -> None:
+            if hosts is not None and lent is not None:
+                hosts.fold_lent(lent)
+            self.sink.emit(self._results(resolution, start, window, final=True))
+            if hosts is not None and hand_to is not None:
+                background.complete_later(lambda: self._hand_over(level + 1, hand_to, hosts))
+
+        background.submit(f"result:{level}:{start}:final", job)
+
+    def _hand_over(self, level: int, parent: _Window, hosts: HostState) -> None:
+        target = parent.views["all"].hosts
+        if target is None:
+            parent.views["all"].hosts = target = HostState()
+        target.merge(hosts)
+        parent.dirty = True
+        self._changed[level] = True
+
+    def _run_completions(self) -> None:
+        if self._background is not None:
+            self._background.run_completions()
+
+    def _offload_fold(self, level: int, start: int, window: _Window) -> None:
+        """The longest windows (the hour): the background thread folds the live host parts in
+        place (lent to it, see ``HostState.lend``) and publishes from them.
+
+        A snapshot fold would hold the hour's old main part beside the new one until the new one
+        is adopted: with a million hosts, several hundred MB more at every minute close. The
+        hour is read by nothing else meanwhile (it only queues minutes; checkpoints wait)."""
+        assert self._background is not None
+        resolution = self.resolutions[level]
+        views = {name: snapshot_state(state, with_hosts=False) for name, state in window.views.items()}
+        live = window.views["all"].hosts if "all" in window.views else None
+        lent = live.lend() if live is not None else None
+
+        def job() -> None:
+            if live is not None and lent is not None:
+                views["all"].hosts = live.fold_lent(lent)
+            self.sink.emit(self._results(resolution, start, _Window(views, dirty=False), final=False))
+
+        if not self._background.submit(f"result:{level}:{start}", job):
+            job()  # not reached: the caller checked that no such job is queued
+
+    def _lending(self) -> bool:
+        return any(hosts.lent for hosts in self._open_host_states())
+
+    def _closing(self) -> bool:
+        """A closed window's final result is being computed in the background: snapshots wait
+        (its folded host parts are about to replace the raw ones in the parent; a snapshot taken
+        now would hold both, and fold the raw ones a second time)."""
+        return self._background is not None and self._background.busy_with(":final")
+
+    def _adopt(self, window: _Window, parts: tuple[object, ...], folded: HostState) -> None:
+        """Completion of ``_offload``: only into a window still open (a closed one may be read
+        by a background job at this moment)."""
+        target = window.views["all"].hosts if "all" in window.views else None
+        still_open = any(w is window for level in self._open for w in level.values())
+        adopted = still_open and target is not None and target.adopt(parts, folded)
+        self.counters.add("engine_host_folds_total", outcome="adopted" if adopted else "stale")
 
     def open_windows(self, level: int) -> dict[int, dict[str, TrafficState]]:
         """Read-only view of open windows (tests, live API)."""
@@ -361,23 +529,55 @@ class Engine:
         return taken
 
     def checkpoint(self) -> None:
-        """Save open windows: changed resolutions only, committed atomically (see checkpoint.py)."""
+        """Save open windows: changed resolutions only, committed atomically (see checkpoint.py).
+
+        With the background thread: snapshots of the changed levels are taken here and pickled
+        and written there (skipped while the previous checkpoint is still being written).
+        """
         if self._checkpoint is None:
             return
+        writer = self._writer
+        if writer is not None and (writer.busy("checkpoint") or self._closing() or self._lending()):
+            return
+        if self._checkpoint_failed:
+            self._checkpoint_failed = False
+            self._changed = [True] * len(self._changed)
         header = {
             "version": CHECKPOINT_VERSION,
             "windows_ms": [r.duration_ms for r in self.resolutions],
             "views": list(self._filters),
-            "horizon_ms": self._horizon_ms,
+            "horizon_ms": list(self._horizon_ms),  # a copy: written later, on another thread
             "watermark_ms": self._watermark_ms,
             "exporters": self.exporters.entries(),
             "watch_added": sorted(self._watch_added),
             "watch_removed": sorted(self._watch_removed),
         }
-        levels = [self._open[level] if changed else None for level, changed in enumerate(self._changed)]
-        written = self._checkpoint.write(header, levels)
+        levels: list[dict[int, _Window] | None] = [
+            self._open[level] if changed else None for level, changed in enumerate(self._changed)
+        ]
         self._changed = [False] * len(self._changed)
         self._last_checkpoint_ms = self._now()
+        files = self._checkpoint
+        if writer is None:
+            self._write_checkpoint(files, header, levels)
+            return
+        snapshots = [
+            None if windows is None else {
+                start: _Window({name: snapshot_state(state) for name, state in window.views.items()}, window.dirty)
+                for start, window in windows.items()
+            }
+            for windows in levels
+        ]
+        writer.submit("checkpoint", lambda: self._write_checkpoint(files, header, snapshots))
+
+    def _write_checkpoint(
+        self, files: CheckpointFiles, header: dict[str, Any], levels: list[dict[int, _Window] | None]
+    ) -> None:
+        try:
+            written = files.write(header, levels)
+        except BaseException:
+            self._checkpoint_failed = True  # the old manifest stands; write every level next time
+            raise
         self.counters.add("engine_checkpoints_total")
         self.counters.add("engine_checkpoint_level_files_total", written)
 
@@ -412,11 +612,24 @@ class Engine:
         self._watermark_ms = header["watermark_ms"]
         self._watch_added = set(header["watch_added"])
         self._watch_removed = set(header["watch_removed"])
-        for level in self._open:
-            for window in level.values():
+        for level, windows in enumerate(self._open):
+            for window in windows.values():
                 window.dirty = True
+                hosts = window.views["all"].hosts if "all" in window.views else None
+                if hosts is not None:
+                    hosts.deferred = self._defers(level)
         log.info("restored %d open windows from %s", sum(len(level) for level in self._open),
                  self.config.checkpoint_dir)
+
+
+def _without_hosts(state: TrafficState) -> TrafficState:
+    """The state with its host statistics left out (a shallow copy: it is only read)."""
+    if state.hosts is None:
+        return state
+    copied = TrafficState.__new__(TrafficState)
+    copied.__dict__.update(state.__dict__)
+    copied.hosts = None
+    return copied
 
 
 def _canonical(address: str) -> str:

@@ -42,11 +42,21 @@ Layout (local hosts)
     main state's entries (at least ``COMPACT_MIN``): an update costs O(batch), and the
     amortized cost of folding stays O(log) per entry, never a pass over the whole window per
     batch.
+
+Sharing (snapshots, merges)
+    A ``_LocalHosts`` part never changes once a ``HostState`` holds it: folding builds a new
+    part (whose arrays are new, or shared with the old part and never written in place; see
+    ``sketch``). So merging a window into its parent hands over its parts without copying them,
+    and ``HostState.snapshot`` is a copy of a few references: the engine takes snapshots under
+    its lock and folds, reads and pickles them on another thread. A snapshot's folded part can
+    then replace the parts it came from in the live state (``HostState.adopt``).
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -440,12 +450,29 @@ class _LocalHosts:
         ids = self._ids_for(other.hashes, other.hi, other.lo)
         grow = self.count - before
         for c in range(_WIDTH):
-            column = np.concatenate([self.sums[c], np.zeros(grow, np.uint64)]) if grow else self.sums[c]
+            # A new column, never an update in place: the old one may be shared with a snapshot.
+            column = np.concatenate([self.sums[c], np.zeros(grow, np.uint64)]) if grow else self.sums[c].copy()
             column[ids] += other.sums[c]
             self.sums[c] = column
         self.partners.absorb(other.partners, ids)
         self.dst_ports.absorb(other.dst_ports, ids)
         self.ports.absorb(other.ports, ids)
+
+    def absorbed(self, other: _LocalHosts) -> _LocalHosts:
+        """A new part holding this one plus ``other``; neither is changed."""
+        result = self.shallow()
+        result.absorb(other)
+        return result
+
+    def shallow(self) -> _LocalHosts:
+        """A copy sharing the arrays (``absorb`` replaces them, never writes into them)."""
+        result = _LocalHosts()
+        result.__dict__.update(self.__dict__)
+        result.sums = list(self.sums)
+        result.partners, result.dst_ports, result.ports = (
+            self.partners.shallow(), self.dst_ports.shallow(), self.ports.shallow()
+        )
+        return result
 
     def copy(self) -> _LocalHosts:
         result = _LocalHosts()
@@ -709,6 +736,15 @@ class _ExactHosts:
 # ------------------------------------------------------------------------------ HostState
 
 
+@dataclass(slots=True)
+class LentParts:
+    """What ``HostState.lend`` hands to the thread that folds it."""
+
+    main: _LocalHosts
+    queue: list[_LocalHosts]
+    exact: _ExactHosts
+
+
 class HostState:
     """Host statistics of one window: mergeable, picklable, updated per batch of ``Rows``."""
 
@@ -718,6 +754,11 @@ class HostState:
         """``watched`` / ``unwatched``: run-time changes to the configured list already in effect
         (as the engine's API made them) for a window opened after them."""
         self.compact_min = compact_min  # entries the queue may hold before it is folded in
+        # Deferred folding: the queue is folded by whoever reads a snapshot (the engine's
+        # background thread, see ``adopt``), and here only past 4 × the usual bound (a backstop).
+        self.deferred = False
+        self._returned = threading.Event()  # cleared while the main part is lent (``lend``)
+        self._returned.set()
         self._main = _LocalHosts()
         self._pending: list[_LocalHosts] = []  # partial states not yet folded into main
         self._pending_size = 0
@@ -769,29 +810,122 @@ class HostState:
         """Queue a private partial state; fold the queue into main once it is big enough."""
         self._pending.append(part)
         self._pending_size += part.size
-        if self._pending_size > max(self._main.size // 4, self.compact_min):
+        bound = max(self._main.size // 4, self.compact_min)
+        if self._pending_size > (4 * bound if self.deferred else bound) and not self.lent:
             self.compact()
 
     def compact(self) -> None:
         """Fold pending partial states into the main tables (done before any read)."""
+        self._returned.wait()
         if self._pending:
-            combined = _LocalHosts.combine(self._pending)
+            pending = [p for p in self._pending if p.count]
+            # One part is used as it is: a part never changes, so sharing it is safe.
+            combined = pending[0] if len(pending) == 1 else _LocalHosts.combine(pending)
             self._pending, self._pending_size = [], 0
-            if self._main.count:
-                self._main.absorb(combined)
-            else:
+            if self._main.count and combined.count:
+                self._main = self._main.absorbed(combined)  # a new part: the old may be shared
+            elif combined.count:
                 self._main = combined
         self._exact.compact()
+
+    # ------------------------------------------------------------ snapshots
+    def snapshot(self) -> HostState:
+        """A copy that later updates of this state leave alone: the host parts are shared (they
+        never change), the small exact part is copied."""
+        self._returned.wait()
+        self._exact.compact()
+        return self._view(self._main, list(self._pending), copy.deepcopy(self._exact))
+
+    def _view(self, main: _LocalHosts, pending: list[_LocalHosts], exact: _ExactHosts) -> HostState:
+        result = HostState.__new__(HostState)
+        result.compact_min, result.deferred = self.compact_min, False
+        result._returned = threading.Event()
+        result._returned.set()
+        result._main, result._pending = main, pending
+        result._pending_size = sum(p.size for p in result._pending)
+        result._exact = exact
+        result._added, result._removed = set(self._added), set(self._removed)
+        return result
+
+    # ----------------------------------------------------- folding in place
+    @property
+    def lent(self) -> bool:
+        return not self._returned.is_set()
+
+    def lend(self) -> LentParts:
+        """Hand the main part and the queue to ``fold_lent`` (on another thread), with a copy of
+        the exact part. Until it returns, updates only queue, and reads (``compact``) wait.
+
+        Folding a snapshot instead would keep the old main part alive beside the new one (the
+        live state still holds it): for the hour of a million hosts, hundreds of MB more."""
+        if self.lent:
+            raise RuntimeError("the main part is lent already")
+        self._exact.compact()
+        lent = LentParts(self._main, self._pending, copy.deepcopy(self._exact))
+        self._returned.clear()
+        self._main, self._pending, self._pending_size = _LocalHosts(), [], 0
+        return lent
+
+    def fold_lent(self, lent: LentParts) -> HostState:
+        """Fold what ``lend`` handed over and give it back; returns a snapshot of what was lent
+        (the state as it was at ``lend``, folded) for reading.
+
+        The main part is folded in place: each of its arrays is replaced in turn, so the old
+        ones are freed as it goes (unless a snapshot still holds them). The price: should the
+        fold fail half-way (out of memory), the old main part is lost, not restored; the queued
+        parts are put back."""
+        main, queue, exact = lent.main, [p for p in lent.queue if p.count], lent.exact
+        lent.main, lent.queue = _LocalHosts(), []  # no reference left but ours
+        folded = _LocalHosts()
+        try:
+            if not queue:
+                folded = main
+            elif not main.count:
+                folded = queue[0] if len(queue) == 1 else _LocalHosts.combine(queue)
+            else:
+                combined = queue[0] if len(queue) == 1 else _LocalHosts.combine(queue)
+                folded = main.shallow()  # its own shell: ``main`` itself may be shared
+                del main
+                folded.absorb(combined)
+            queue = []
+        finally:
+            self._main = folded
+            self._pending = [*queue, *self._pending]
+            self._pending_size = sum(p.size for p in self._pending)
+            self._returned.set()
+        return self._view(folded, [], exact)
+
+    def parts(self) -> tuple[object, ...]:
+        """The non-empty parts held (main first): what ``adopt`` matches against (``merge``
+        hands over exactly these)."""
+        return tuple(p for p in (self._main, *self._pending) if p.count)
+
+    def adopt(self, parts: tuple[object, ...], folded: HostState) -> bool:
+        """Replace ``parts`` (as returned by ``parts()``, consecutive here) by the main part of
+        ``folded``, a compacted snapshot of exactly those parts. False if they are no longer held
+        as such (folded meanwhile): nothing changes then."""
+        held = [self._main, *self._pending]
+        width = len(parts)
+        if not width or self.lent:
+            return False
+        for start in range(len(held) - width + 1):
+            if all(held[start + i] is part for i, part in enumerate(parts)):
+                held[start:start + width] = [folded._main]
+                held = [p for p in held if p.count] or [_LocalHosts()]
+                self._main, self._pending = held[0], held[1:]
+                self._pending_size = sum(p.size for p in self._pending)
+                return True
+        return False
 
     # ------------------------------------------------------------------- merge
     def merge(self, other: HostState) -> None:
         """Add another window's (or process's) host statistics: the union of both.
 
-        ``other`` is left unchanged (its arrays are copied, not shared).
+        ``other`` is left unchanged; its host parts are shared, not copied (they never change).
         """
         for part in (other._main, *other._pending):
             if part.count:
-                self._fold(part.copy())
+                self._fold(part)
         self._exact.merge(other._exact)
         self._added |= other._added - self._removed
         self._removed |= other._removed - self._added
@@ -867,15 +1001,21 @@ class HostState:
 
     # --------------------------------------------------------------- checkpoint
     def __getstate__(self) -> dict[str, Any]:
-        self.compact()
+        # The queue is saved as it is: folding it here would cost a checkpoint a full copy.
+        self._returned.wait()
+        self._exact.compact()
         return {
-            "main": self._main, "exact": self._exact, "added": sorted(self._added), "removed": sorted(self._removed),
-            "compact_min": self.compact_min,
+            "main": self._main, "pending": self._pending, "exact": self._exact, "added": sorted(self._added),
+            "removed": sorted(self._removed), "compact_min": self.compact_min, "deferred": self.deferred,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self._returned = threading.Event()
+        self._returned.set()
         self._main = state["main"]
-        self._pending, self._pending_size = [], 0
+        self._pending = list(state.get("pending", []))
+        self._pending_size = sum(p.size for p in self._pending)
+        self.deferred = bool(state.get("deferred", False))
         self._exact = state["exact"]
         self._added = set(state["added"])
         self._removed = set(state["removed"])

@@ -32,6 +32,10 @@ HyperLogLog parameters and error
     bound of the true weight, short by at most ``total weight of the id / (slots + 1)``.
 
 Everything works on whole numpy arrays; no Python loop runs per value, per id or per flow.
+
+Arrays are never written in place once a set or summary holds them: updates build new arrays
+(``np.insert``, concatenation, a copy before a scatter). So ``shallow()`` copies, which share
+the arrays, are cheap snapshots (the engine checkpoints and reads window states that way).
 """
 
 from __future__ import annotations
@@ -309,6 +313,12 @@ class SketchSet:
         result.sparse, result.dense_ids, result.dense = self.sparse.copy(), self.dense_ids.copy(), self.dense.copy()
         return result
 
+    def shallow(self) -> SketchSet:
+        """A copy sharing the arrays (they are replaced, never written, by later updates)."""
+        result = SketchSet(self.kind)
+        result.sparse, result.dense_ids, result.dense = self.sparse, self.dense_ids, self.dense
+        return result
+
     def _check_ids(self, ids: I64) -> None:
         if len(ids) and int(ids.max()) > self.max_id:
             raise OverflowError(f"{self.kind.name} sketch set holds ids up to {self.max_id}")
@@ -321,6 +331,7 @@ class SketchSet:
             row = np.searchsorted(self.dense_ids, ids)
             is_dense = self.dense_ids[np.minimum(row, len(self.dense_ids) - 1)] == ids
             if is_dense.any():
+                self.dense = self.dense.copy()  # may be shared with a shallow copy
                 self._apply(row[is_dense], keys[is_dense] & self._mask)
                 keep = ~is_dense
                 keys, ids = keys[keep], ids[keep]
@@ -378,7 +389,9 @@ class SketchSet:
         if known.any():
             target = position[known]
             combine = np.maximum if self.kind == HLL else np.bitwise_or
-            self.dense[target] = combine(self.dense[target], rows[known])
+            dense = self.dense.copy()  # may be shared with a shallow copy
+            dense[target] = combine(dense[target], rows[known])
+            self.dense = dense
         fresh = ~known
         if fresh.any():
             new_ids = ids[fresh]
@@ -562,6 +575,12 @@ class TopCounts:
         result.keys, result.counts = self.keys.copy(), self.counts.copy()
         return result
 
+    def shallow(self) -> TopCounts:
+        """A copy sharing the arrays (they are replaced, never written, by later updates)."""
+        result = TopCounts(self.slots, self.item_bits)
+        result.keys, result.counts = self.keys, self.counts
+        return result
+
     def absorb(self, other: TopCounts, id_map: I64 | None = None) -> None:
         """Merge ``other`` in; its id i becomes ``id_map[i]`` (injective) here."""
         if not len(other.keys):
@@ -614,10 +633,11 @@ class TopCounts:
         cut_per_entry = np.repeat(cut, sizes)
         keep = counts > cut_per_entry  # at most ``slots`` per id
         survivors = positions[keep]
-        self.counts[survivors] = counts[keep] - cut_per_entry[keep]  # counts is owned by self
         mask = _outside(len(self.keys), lo, hi)
         mask[survivors] = True
-        self.keys, self.counts = self.keys[mask], self.counts[mask]
+        kept_counts = self.counts[mask]  # a new array: self.counts may be shared with a shallow copy
+        kept_counts[(np.cumsum(mask) - 1)[survivors]] = counts[keep] - cut_per_entry[keep]
+        self.keys, self.counts = self.keys[mask], kept_counts
 
     def top(self, ident: int, n: int) -> list[tuple[int, int]]:
         """Up to ``n`` (item, count) of one id: larger count first, then the lower item."""
