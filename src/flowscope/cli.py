@@ -25,6 +25,7 @@ from flowscope.errors import ConfigError, FlowscopeError
 from flowscope.export.flowjson import encode_flows
 from flowscope.export.ipfixcol2 import Ipfixcol2Formatter, Ipfixcol2Options
 from flowscope.export.jsonserver import JsonServer, JsonServerConfig
+from flowscope.export.parquet import ParquetOutput, ParquetWriter, ParquetWriterConfig
 from flowscope.metrics import Counters
 from flowscope.model import ExporterTable, FlowBatch
 from flowscope.normalize import NormalizeConfig, Normalizer
@@ -129,7 +130,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
         server.start()
         outputs.append(JsonStreamOutput(server, padded=args.padded))
         print(f"flowscope: JSON flow stream on {host}:{server.bound_address[1]}", file=sys.stderr, flush=True)
-    else:
+    writer = None
+    if args.parquet_dir:
+        writer = ParquetWriter(ParquetWriterConfig(args.parquet_dir, roll_interval_ms=int(args.parquet_roll * 1000),
+                                                   roll_rows=args.parquet_roll_rows), counters)
+        writer.start()
+        outputs.append(ParquetOutput(writer))
+        print(f"flowscope: writing Parquet files to {args.parquet_dir}", file=sys.stderr, flush=True)
+    if not outputs:
         outputs.append(StdoutJson(sys.stdout.buffer, padded=args.padded))
     collector = Collector(_listen_configs(args), outputs, counters)
     stop = threading.Event()
@@ -147,6 +155,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         collector.stop()
         if server is not None:
             server.stop()
+        if writer is not None:
+            writer.stop()
         if args.stats:
             print(json.dumps(counters.snapshot()), file=sys.stderr)
     return 0
@@ -266,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--allow", action="append", help="accept exporters from this network only")
     collect.add_argument("--json-server", type=_host_port, metavar="HOST:PORT",
                          help="serve the flows as JSON lines over TCP instead of printing them")
+    collect.add_argument("--parquet-dir", metavar="DIR",
+                         help="write the flows as Parquet files into DIR (for flowscope spark --parquet-source)")
+    collect.add_argument("--parquet-roll", type=float, default=1.0, metavar="S",
+                         help="with --parquet-dir: close a file at least every S seconds")
+    collect.add_argument("--parquet-roll-rows", type=int, default=500_000, metavar="N",
+                         help="with --parquet-dir: ... or once it holds N rows")
     collect.add_argument("--padded", action="store_true",
                          help="fixed-width JSON lines (blanks between tokens): faster to produce")
     collect.add_argument("--no-sampling", action="store_true")

@@ -28,6 +28,7 @@ from flowscope.collect.tcp import TcpListenerConfig
 from flowscope.collect.udp import UdpListenerConfig
 from flowscope.decode.session import DecoderConfig
 from flowscope.errors import ConfigError
+from flowscope.export.parquet import ParquetWriterConfig
 from flowscope.normalize import NormalizeConfig
 from flowscope.pipeline import CollectConfig
 from flowscope.store import StoreConfig
@@ -136,6 +137,7 @@ KEYS: dict[str, Key] = {
     "engine.grace": Key(_duration, 1_000, "how long after its end a window stays open"),
     "engine.provisional_interval": Key(_duration, 1_000, "how often open windows publish results"),
     "engine.checkpoint_interval": Key(_duration, 5_000, "how often open windows are saved to disk"),
+    "engine.background": Key(_boolean, True, "minute/hour results and checkpoints off the live path (own thread)"),
     "engine.state_dir": Key(_string, "var", "where checkpoints (and the default database) live"),
     "stats.top_n": Key(_integer, 10, "length of top lists"),
     "stats.port_side": Key(_choice("dst", "either"), "dst", "top ports by destination port or either side"),
@@ -151,6 +153,9 @@ KEYS: dict[str, Key] = {
     "web.port": Key(_port, 8080, "port of the web server"),
     "web.token": Key(_string, "", "access token required by the API and pages (empty: none)"),
     "export.json_server": Key(_host_port, "", "serve flows as JSON lines over TCP on HOST:PORT"),
+    "export.parquet_dir": Key(_string, "", "write flows as Parquet files here, for flowscope spark (empty: off)"),
+    "export.parquet_roll_interval": Key(_duration, 1_000, "close a Parquet file at least this often"),
+    "export.parquet_roll_rows": Key(_integer, 500_000, "... or once it holds this many rows"),
 }
 
 
@@ -258,6 +263,7 @@ class Config:
     json_server: str
     workers: int
     stats_path: str = ""
+    parquet: ParquetWriterConfig | None = None  # export.parquet_dir set: flows also go to Parquet files
 
 
 def build(settings: Settings) -> Config:
@@ -280,6 +286,7 @@ def build(settings: Settings) -> Config:
         checkpoint_interval_ms=v["engine.checkpoint_interval"],
         checkpoint_dir=str(state_dir / "checkpoint"),
         stats=stats,
+        offload=v["engine.background"],
     )
     retention = {"1s": v["store.retention.1s"], "1m": v["store.retention.1m"], "1h": v["store.retention.1h"],
                  **settings.extra_retention_ms}
@@ -298,8 +305,12 @@ def build(settings: Settings) -> Config:
     )
     if v["collect.workers"] < 0:
         raise ConfigError(f"collect.workers: {v['collect.workers']} must be 0 or more")
+    if v["export.parquet_roll_interval"] <= 0 or v["export.parquet_roll_rows"] <= 0:
+        raise ConfigError("export.parquet_roll_interval / export.parquet_roll_rows must be positive")
+    parquet = ParquetWriterConfig(v["export.parquet_dir"], roll_interval_ms=v["export.parquet_roll_interval"],
+                                  roll_rows=v["export.parquet_roll_rows"]) if v["export.parquet_dir"] else None
     return Config(collect, engine, store, v["web.host"], v["web.port"], v["web.token"], v["export.json_server"],
-                  v["collect.workers"], stats_path=str(state_dir / "stats.json"))
+                  v["collect.workers"], stats_path=str(state_dir / "stats.json"), parquet=parquet)
 
 
 def describe() -> str:

@@ -27,6 +27,7 @@ from flowscope.decode.records import RecordSet
 from flowscope.decode.session import DecoderConfig, DecoderSession
 from flowscope.export.flowjson import encode_flows
 from flowscope.export.jsonserver import JsonServer, JsonServerConfig
+from flowscope.export.parquet import ParquetOutput, ParquetWriter
 from flowscope.metrics import Counters
 from flowscope.model import Datagram, ExporterTable, FlowBatch
 from flowscope.normalize import NormalizeConfig, Normalizer
@@ -256,6 +257,7 @@ class Service:
         self.engine_output = EngineOutput(self.engine, maintenance=self._maintain, maintenance_interval_ms=2_000)
         self._last_prune_ms = 0
         self.json_server: JsonServer | None = None
+        self.parquet: ParquetWriter | None = None
         self.collector: Collector | None = None
         self.workers: WorkerPool | None = None
         self.web: WebServer | None = None
@@ -273,6 +275,10 @@ class Service:
             self.json_server = JsonServer(JsonServerConfig(host=host.strip("[]"), port=int(port)), self.counters)
             self.json_server.start()
             outputs.append(JsonStreamOutput(self.json_server))
+        if self.config.parquet is not None:
+            self.parquet = ParquetWriter(self.config.parquet, self.counters)
+            self.parquet.start()
+            outputs.append(ParquetOutput(self.parquet))
         collect = self.config.collect
         if self.config.workers > 0:
             from flowscope.workers import WorkerPool  # noqa: PLC0415  (workers imports this module)
@@ -327,6 +333,8 @@ class Service:
             self.engine.stop()
         if self.json_server is not None:
             self.json_server.stop()
+        if self.parquet is not None:
+            self.parquet.stop()
         self.store.stop()
 
 

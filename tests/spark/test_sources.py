@@ -13,7 +13,7 @@ from flowscope.aggregate.windows import Resolution
 from flowscope.errors import ConfigError
 from flowscope.export.flowjson import encode_flows
 from flowscope.model import ExporterTable, FlowBatch
-from flowscope.spark.sources import ArrivalOrder, flow_table, json_flows
+from flowscope.spark.sources import ArrivalOrder, flow_table, json_flows, piece_table
 from flowscope.tools.generate import GeneratorConfig, TrafficGenerator
 
 pytestmark = pytest.mark.spark
@@ -79,9 +79,49 @@ def test_arrival_order_folds_flows_for_closed_windows_into_the_open_one() -> Non
     assert order.late_total == 1
 
 
-def test_spread_is_refused() -> None:
-    with pytest.raises(ConfigError, match="spread"):
-        ArrivalOrder([Resolution(1_000)], "spread", grace_ms=0)
+def lifetimes(spans_ms: list[tuple[int, int]], packets: list[int]) -> FlowBatch:
+    batch = generated(len(spans_ms))
+    batch["time_start"][:] = [start for start, _ in spans_ms]
+    batch["time_end"][:] = [end for _, end in spans_ms]
+    batch["time_received"][:] = batch["time_end"] + 1_000
+    batch["packets"][:] = packets
+    batch["bytes"][:] = np.asarray(packets, np.uint64) * np.uint64(100)
+    return batch
+
+
+def test_spread_cuts_flows_into_one_row_per_second_of_their_lifetime() -> None:
+    order = ArrivalOrder([Resolution(1_000)], "spread", grace_ms=0)
+    with pytest.raises(ConfigError, match="pieces"):
+        order.assign(lifetimes([(0, 0)], [1]))
+    # 800 + 1000 + 700 ms of a 2 500 ms flow: 3.2, 4 and 2.8 of its 10 packets; what flooring
+    # leaves (1) goes to the last piece, which also counts the flow. An instantaneous flow: one piece.
+    batch = lifetimes([(10_200, 12_700), (13_500, 13_500)], [10, 7])
+    pieces = order.pieces(batch)
+    assert pieces.rows is not None and pieces.rows.tolist() == [0, 0, 0, 1]
+    assert pieces.window.tolist() == [10_000, 11_000, 12_000, 13_000]
+    assert pieces.packets is not None and pieces.packets.tolist() == [3, 4, 3, 7]
+    assert pieces.bytes is not None and pieces.bytes.tolist() == [320, 400, 280, 700]
+    assert pieces.flows is not None and pieces.flows.tolist() == [0, 0, 1, 1]
+    assert not pieces.late.any()
+    table = piece_table(batch, pieces)
+    assert table["flows"].to_pylist() == [0, 0, 1, 1]
+    assert table["time_start"].to_pylist() == [10_200, 10_200, 10_200, 13_500]
+    assert table["packets"].to_pylist() == [3, 4, 3, 7]
+
+
+def test_spread_gives_closed_seconds_nothing() -> None:
+    order = ArrivalOrder([Resolution(1_000)], "spread", grace_ms=0)
+    order.pieces(lifetimes([(19_000, 19_500), (20_000, 20_500)], [1, 1]))
+    order.tick()  # the clock is at 20 999: [19 s, 20 s) has closed, and with it everything before
+    assert order.horizon_ms == 20_000
+    # Partly before the horizon: the closed seconds' share goes to the first open one (20 s).
+    # Entirely before it: one late piece in the window open now.
+    pieces = order.pieces(lifetimes([(18_000, 21_000), (15_000, 16_000)], [30, 5]))
+    assert pieces.rows is not None and pieces.rows.tolist() == [0, 0, 1]
+    assert pieces.window.tolist() == [20_000, 21_000, 21_000]
+    assert pieces.packets is not None and pieces.packets.tolist() == [30, 0, 5]
+    assert pieces.late.tolist() == [False, False, True]
+    assert order.late_total == 1
 
 
 def test_a_flow_inside_a_closed_hour_is_late_even_if_its_second_never_opened() -> None:

@@ -6,7 +6,9 @@
 - ``stats``: the ``StatsSpec`` statistics as Spark aggregations, assembled into window results
   of the embedded engine's exact shape;
 - ``sink``: window results into the ``ResultStore``;
-- ``job``: the Spark session and ``run_spark_report`` (``flowscope report --engine spark``).
+- ``job``: the Spark session and ``run_spark_report`` (``flowscope report --engine spark``), the
+  streaming job on the collector's JSON stream;
+- ``stream``: the streaming job on the collectors' Parquet files, with incremental window state.
 
 Importing this package does not import pyspark; its modules do.
 """
@@ -30,13 +32,28 @@ def add_spark_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
     """
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "spark", parents=list(parents),
-        help="compute the statistics on Apache Spark from a collector's JSON stream into the store",
+        help="compute the statistics on Apache Spark from collectors' Parquet files or JSON stream into the store",
     )
-    parser.add_argument("--json-source", required=True, metavar="HOST:PORT",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--json-source", metavar="HOST:PORT",
                         help="the collector's JSON stream (flowscope collect --json-server HOST:PORT)")
+    source.add_argument("--parquet-source", metavar="DIR",
+                        help="the collectors' Parquet files (flowscope collect --parquet-dir DIR): the scalable path")
+    parser.add_argument("--max-files-per-trigger", type=int, default=1000, metavar="N",
+                        help="with --parquet-source: at most N new files per micro-batch")
+    parser.add_argument("--clean-source", choices=["off", "delete", "archive"], default="off",
+                        help="with --parquet-source: delete or archive files once a micro-batch read them")
+    parser.add_argument("--input-format", choices=["flowscope", "ipfixcol", "ipfixcol2", "auto"], default="flowscope",
+                        help="with --json-source: flowscope's JSON, IPFIXcol's (ipfix.* keys), IPFIXcol2's "
+                             "(iana:* keys) or auto (each line by its keys)")
+    parser.add_argument("--input-timezone", default="UTC", metavar="ZONE",
+                        help="with --input-format ipfixcol: the time zone of IPFIXcol's formatted timestamps "
+                             "(its host's local time), e.g. Europe/Prague")
     parser.add_argument("--master", default=DEFAULT_MASTER, help="Spark master: local[N] or spark://HOST:PORT")
     parser.add_argument("--work-dir", default="var/spark",
                         help="flow files, bookkeeping and the Spark checkpoint (shared storage on a cluster)")
+    parser.add_argument("--shuffle-partitions", type=int, default=4, metavar="N",
+                        help="spark.sql.shuffle.partitions: 2-3 x the executor cores in all")
     parser.add_argument("--trigger", type=float, default=1.0, metavar="S", help="micro-batch interval in seconds")
     parser.set_defaults(handler=_cmd_spark)
     return parser

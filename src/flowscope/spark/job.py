@@ -37,9 +37,10 @@ from flowscope.errors import ConfigError
 from flowscope.metrics import Counters
 from flowscope.model import ExporterTable
 from flowscope.normalize import NormalizeConfig, Normalizer
-from flowscope.pipeline import decode_files
+from flowscope.spark.hosts import SparkHosts
+from flowscope.spark.ipfixcol import JsonInput, file_flows
 from flowscope.spark.sink import StoreSink
-from flowscope.spark.sources import FLOW_SCHEMA, JSON_SCHEMA, ArrivalOrder, flow_table, json_flows, write_parquet
+from flowscope.spark.sources import FLOW_SCHEMA, ArrivalOrder, piece_table, write_parquet
 from flowscope.spark.stats import SparkStats
 from flowscope.store import ResultStore
 
@@ -77,10 +78,7 @@ def spark_session(master: str = DEFAULT_MASTER, *, app_name: str = "flowscope", 
 
 
 def _check(engine_config: EngineConfig) -> list[Resolution]:
-    stats = engine_config.stats
-    if stats.local_networks or stats.watched_hosts:
-        raise ConfigError("stats.local_networks / stats.watched_hosts: host statistics are not on the Spark "
-                          "engine yet; use the embedded engine for them")
+    SparkHosts(engine_config.stats)  # local networks and watched hosts parse (ConfigError otherwise)
     return check_resolutions(list(engine_config.windows_ms))
 
 
@@ -90,10 +88,9 @@ def _decoded_tables(
 ) -> Iterator[pa.Table]:
     order = ArrivalOrder(check_resolutions(list(engine_config.windows_ms)), engine_config.time_base,
                          engine_config.grace_ms)
-    for batch, _ in decode_files(paths, session, normalizer):
+    for batch in file_flows(paths, session, normalizer):  # captures, or JSON lines files
         if len(batch):
-            window, late = order.assign(batch)
-            yield flow_table(batch, window, late)
+            yield piece_table(batch, order.pieces(batch))
         order.tick()
 
 
@@ -159,8 +156,9 @@ class StreamingReport:
 
     Per micro-batch ``batch_id``:
 
-    1. the rows become a FlowBatch (``sources.json_flows``), the late rule assigns each flow its
-       finest window (``ArrivalOrder``, the data as the clock, as in offline reports);
+    1. the rows become a FlowBatch (``ipfixcol.JsonInput``: flowscope's, IPFIXcol's or IPFIXcol2's
+       JSON), the late rule assigns each flow its finest window (``ArrivalOrder``, the data as
+       the clock, as in offline reports);
     2. they are written to ``WORK/flows/batch-<id>.parquet`` (replacing the file of an earlier
        attempt of the same batch) and the bookkeeping to ``WORK/state/<id>.json``;
     3. every window that received flows or became due (end + grace reached by the data's time)
@@ -175,8 +173,10 @@ class StreamingReport:
     micro-batch for the 1 h window): incremental partial states are the next step.
     """
 
-    def __init__(self, spark: SparkSession, engine_config: EngineConfig, work_dir: PathLike, sink: Any) -> None:
+    def __init__(self, spark: SparkSession, engine_config: EngineConfig, work_dir: PathLike, sink: Any,
+                 json_input: JsonInput | None = None) -> None:
         self.spark = spark
+        self.json_input = json_input if json_input is not None else JsonInput()  # which JSON the lines are
         self.config = engine_config
         self.resolutions = _check(engine_config)
         self.work = Path(work_dir)
@@ -218,8 +218,7 @@ class StreamingReport:
 
     # one micro-batch -----------------------------------------------------------------------------
     def process(self, frame: DataFrame, batch_id: int) -> None:
-        rows = frame.select(F.from_json(F.col("value"), JSON_SCHEMA).alias("f")).select("f.*")
-        table = rows.toArrow()
+        table = self.json_input.table(frame)
         order, exporters, pending, files = self._load(batch_id)
         # Flow files whose windows were all final before this batch began: no replay of this
         # batch recomputes those windows, so their flows can go.
@@ -227,12 +226,13 @@ class StreamingReport:
         for name in [name for name, expires in files.items() if expires <= before]:
             (self.work / "flows" / name).unlink(missing_ok=True)
             del files[name]
-        batch = json_flows(table, exporters)
+        batch = self.json_input.flows(table, exporters)
         touched: set[tuple[int, int]] = set()
         target = self.work / "flows" / f"batch-{batch_id:08d}.parquet"
         if len(batch):
-            window, late = order.assign(batch)
-            pq.write_table(flow_table(batch, window, late), target)
+            pieces = order.pieces(batch)
+            window = pieces.window
+            pq.write_table(piece_table(batch, pieces), target)
             longest = self.resolutions[-1]
             files[target.name] = longest.start_of(int(window.max())) + longest.duration_ms + self.config.grace_ms
             for start in np.unique(window).tolist():
@@ -276,10 +276,13 @@ def socket_lines(spark: SparkSession, host: str, port: int) -> DataFrame:
 
 def start_stream(
     spark: SparkSession, lines: DataFrame, engine_config: EngineConfig, work_dir: PathLike, sink: Any,
-    *, trigger_seconds: float = 1.0,
+    *, trigger_seconds: float = 1.0, json_input: JsonInput | None = None,
 ) -> tuple[StreamingQuery, StreamingReport]:
-    """Starts the streaming query: micro-batches of JSON lines → ``StreamingReport`` → ``sink``."""
-    report = StreamingReport(spark, engine_config, work_dir, sink)
+    """Starts the streaming query: micro-batches of JSON lines → ``StreamingReport`` → ``sink``.
+
+    ``json_input`` says which JSON the lines are (default: flowscope's own stream).
+    """
+    report = StreamingReport(spark, engine_config, work_dir, sink, json_input)
     writer: Any = lines.writeStream.foreachBatch(report.process)
     query: StreamingQuery = (
         writer.option("checkpointLocation", str(Path(work_dir) / "checkpoint"))
@@ -297,17 +300,28 @@ def cmd_spark(args: Any) -> int:
 
     config = build(load_settings(getattr(args, "config", None) or os.environ.get("FLOWSCOPE_CONFIG"),
                                  overrides=getattr(args, "set", None)))
+    parquet_source = getattr(args, "parquet_source", None)
     host, _, port = str(args.json_source).rpartition(":")
-    if not host or not port.isdigit():
+    if not parquet_source and (not host or not port.isdigit()):
         raise ConfigError(f"--json-source: expected HOST:PORT, got {args.json_source!r}")
     store = ResultStore(config.store)
     store.start()
-    spark = spark_session(args.master)
+    spark = spark_session(args.master, shuffle_partitions=getattr(args, "shuffle_partitions", 4))
     try:
-        query, _ = start_stream(spark, socket_lines(spark, host.strip("[]"), int(port)), config.engine,
-                                args.work_dir, StoreSink(store), trigger_seconds=args.trigger)
-        print(f"flowscope: Spark streaming from {args.json_source} into {config.store.path}", file=sys.stderr,
-              flush=True)
+        if parquet_source:
+            from flowscope.spark.stream import parquet_flows, start_parquet_stream  # noqa: PLC0415  (uses this module)
+
+            flows = parquet_flows(spark, parquet_source, max_files_per_trigger=args.max_files_per_trigger,
+                                  clean_source=args.clean_source)
+            query, _ = start_parquet_stream(spark, flows, config.engine, args.work_dir, StoreSink(store),
+                                            trigger_seconds=args.trigger)
+        else:
+            query, _ = start_stream(spark, socket_lines(spark, host.strip("[]"), int(port)), config.engine,
+                                    args.work_dir, StoreSink(store), trigger_seconds=args.trigger,
+                                    json_input=JsonInput(getattr(args, "input_format", "flowscope"),
+                                                         timezone=getattr(args, "input_timezone", "UTC")))
+        print(f"flowscope: Spark streaming from {parquet_source or args.json_source} into {config.store.path}",
+              file=sys.stderr, flush=True)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())

@@ -11,6 +11,12 @@ pyarrow (no Python work per flow). Each row carries, besides the FlowBatch colum
   is ``grace`` past their end; a flow for a closed window is folded into the window open now).
 - ``src_hi``/``src_lo``/``dst_hi``/``dst_lo``: the two big-endian halves of each address as
   signed 64-bit integers, for the filter's prefix tests (``columns.SparkColumn``).
+- ``flows``: 1, or with the ``spread`` time base 1 for the one piece of a flow that counts the
+  flow itself and 0 for its other pieces. ``spread`` shares a flow's packets and bytes over the
+  finest windows its lifetime covers: ``ArrivalOrder.pieces`` cuts each flow into one row per
+  such window with the embedded engine's own functions (``windows.attribute`` and
+  ``split_counts``: the same integer shares, the remainder in the last piece), so Spark only
+  sums rows and never needs to know the time base.
 
 Unsigned FlowBatch columns become the next wider signed type (uint8/uint16 → int32, uint32 →
 int64); packets and bytes are unsigned 64-bit in Parquet, which Spark reads as DECIMAL(20,0), so
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +36,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flowscope.aggregate.windows import Resolution, attribute
+from flowscope.aggregate.windows import Resolution, attribute, split_counts
 from flowscope.errors import ConfigError
 from flowscope.model import FLOW_COLUMNS, IPV4_MAPPED_PREFIX, ExporterTable, FlowBatch
 
-__all__ = ["FLOW_SCHEMA", "JSON_SCHEMA", "ArrivalOrder", "flow_table", "json_flows", "write_parquet"]
+__all__ = [
+    "FLOW_SCHEMA", "JSON_SCHEMA", "ArrivalOrder", "FlowPieces", "flow_table", "json_flows", "piece_table",
+    "write_parquet",
+]
 
 _INT32_COLUMNS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos")
 _INT64_COLUMNS = ("exporter", "in_if", "out_if", "src_as", "dst_as")
@@ -41,7 +51,7 @@ _COUNTER_COLUMNS = ("packets", "bytes")
 
 # The Spark schema of the flow rows (DDL), in the order ``flow_table`` writes them.
 FLOW_SCHEMA = ", ".join((
-    "window BIGINT", "late BOOLEAN",
+    "window BIGINT", "late BOOLEAN", "flows BIGINT",
     "time_received BIGINT", "time_start BIGINT", "time_end BIGINT",
     *(f"{name} INT" for name in _INT32_COLUMNS),
     *(f"{name} BIGINT" for name in _INT64_COLUMNS),
@@ -51,18 +61,38 @@ FLOW_SCHEMA = ", ".join((
 ))
 
 
+@dataclass(frozen=True, slots=True)
+class FlowPieces:
+    """The rows one batch becomes: one per flow, or with ``spread`` one per finest window a
+    flow's lifetime covers (``ArrivalOrder.pieces``).
+
+    ``rows`` indexes the batch (None: one row per flow, in batch order); ``flows`` is 1 for the
+    row that counts its flow, else 0, and ``packets``/``bytes`` the row's integer shares (None:
+    every row counts its flow with its whole counters).
+    """
+
+    rows: npt.NDArray[np.intp] | None
+    window: npt.NDArray[np.int64]
+    late: npt.NDArray[np.bool_]
+    flows: npt.NDArray[np.uint64] | None = None
+    packets: npt.NDArray[np.uint64] | None = None
+    bytes: npt.NDArray[np.uint64] | None = None
+
+    def __len__(self) -> int:
+        return len(self.window)
+
+
 class ArrivalOrder:
     """The embedded engine's finest-window bookkeeping with the data as its clock.
 
-    ``assign`` gives each flow of a batch its finest window start and late flag, ``tick`` closes
-    what the data's own time has made due; call them in the order the engine would see
-    ``process`` and ``tick`` (``offline_results``: one ``assign`` per non-empty decoded batch,
-    one ``tick`` after every decoded batch).
+    ``pieces`` gives the rows of a batch (``assign``: the flows, for any time base but
+    ``spread``) their finest window start and late flag, ``tick`` closes what the data's own
+    time has made due; call them in the order the engine would see ``process`` and ``tick``
+    (``offline_results``: one ``pieces`` per non-empty decoded batch, one ``tick`` after every
+    decoded batch).
     """
 
     def __init__(self, resolutions: list[Resolution], time_base: str, grace_ms: int) -> None:
-        if time_base == "spread":
-            raise ConfigError("engine.time_base: 'spread' is not supported by the Spark engine yet")
         self.resolutions = resolutions
         self.finest = resolutions[0]
         self.time_base = time_base
@@ -80,7 +110,30 @@ class ArrivalOrder:
         return max(self.horizons_ms)
 
     def assign(self, batch: FlowBatch) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-        starts = attribute(batch, self.time_base, self.finest).window_start_ms
+        """Window start and late flag of each flow (``pieces`` for ``spread``, which cuts flows)."""
+        if self.time_base == "spread":
+            raise ConfigError("engine.time_base 'spread' cuts flows into pieces: use ArrivalOrder.pieces")
+        return self.place(attribute(batch, self.time_base, self.finest).window_start_ms)
+
+    def pieces(self, batch: FlowBatch) -> FlowPieces:
+        """The rows of ``batch`` for Spark, as ``Engine.process`` attributes them.
+
+        With ``spread``, windows that have already closed get no share (it goes to the earliest
+        window still open, as in the embedded engine), and a flow entirely inside closed
+        windows becomes one late row.
+        """
+        attribution = attribute(batch, self.time_base, self.finest, earliest_start_ms=self.horizon_ms)
+        window, late = self.place(attribution.window_start_ms)
+        if attribution.share is None:
+            return FlowPieces(None, window, late)
+        assert attribution.counts_flow is not None
+        return FlowPieces(
+            attribution.rows, window, late, attribution.counts_flow.astype(np.uint64),
+            split_counts(batch["packets"], attribution), split_counts(batch["bytes"], attribution),
+        )
+
+    def place(self, starts: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """``assign`` for finest window starts already computed (one per flow, or the distinct ones)."""
         if len(starts) == 0:
             return starts, np.zeros(0, np.bool_)
         newest = int(starts.max()) + self.finest.duration_ms - 1
@@ -126,12 +179,23 @@ def _binary(column: npt.NDArray) -> pa.Array:
 
 
 def flow_table(batch: FlowBatch, window: npt.NDArray[np.int64], late: npt.NDArray[np.bool_]) -> pa.Table:
-    """One batch as an Arrow table in ``FLOW_SCHEMA``'s column order."""
+    """One batch, one row per flow, as an Arrow table in ``FLOW_SCHEMA``'s column order."""
+    return piece_table(batch, FlowPieces(None, window, late))
+
+
+def piece_table(batch: FlowBatch, pieces: FlowPieces) -> pa.Table:
+    """The rows ``pieces`` cuts ``batch`` into as an Arrow table in ``FLOW_SCHEMA``'s column order."""
+    if pieces.rows is not None:  # spread: each piece carries its flow's columns and its own shares
+        assert pieces.packets is not None and pieces.bytes is not None
+        cut = {name: column[pieces.rows] for name, column in batch.columns.items()}
+        batch = FlowBatch({**cut, "packets": pieces.packets, "bytes": pieces.bytes})
+    flows = pieces.flows if pieces.flows is not None else np.ones(len(pieces), np.int64)
     src_hi, src_lo = _words(batch["src_addr"])
     dst_hi, dst_lo = _words(batch["dst_addr"])
     columns: dict[str, pa.Array] = {
-        "window": pa.array(window.astype(np.int64)),
-        "late": pa.array(late.astype(np.bool_)),
+        "window": pa.array(pieces.window.astype(np.int64)),
+        "late": pa.array(pieces.late.astype(np.bool_)),
+        "flows": pa.array(flows.astype(np.int64)),
     }
     for name in ("time_received", "time_start", "time_end"):
         columns[name] = pa.array(batch[name].astype(np.int64))

@@ -11,10 +11,15 @@ four grouped aggregations over the flow rows (``sources.FLOW_SCHEMA``), each key
 - per web server and per web client address sums, ranked the same way (ties: the lower address
   in byte order; Spark orders binary values as unsigned bytes, as numpy does).
 
+The host statistics of the unfiltered view are ``hosts.SparkHosts``'s aggregations.
+
 Only the ranked top N rows and the per-class/per-exporter sums reach the driver, which assembles
 them into payloads of exactly the embedded engine's shape (``aggregate.state.TrafficState.result``,
 docs/report-schema.md). A coarser window is the sum of its finest windows (start floored to the
 interval), as the embedded engine rolls minutes up from seconds.
+
+Flows are counted as the sum of the ``flows`` column (1 per flow; with ``spread`` 1 for the one
+piece of a flow that counts it: see ``sources``); rows without the column count 1 each.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the usual spelling)
 
-from flowscope.aggregate.hosts import HostState
 from flowscope.aggregate.stats import ICMP, ICMP6, METRICS, PROTOCOL_CLASSES, TCP, UDP, StatsSpec
 from flowscope.model import address_text
 from flowscope.spark.columns import filter_column
+from flowscope.spark.hosts import SparkHosts
 
 __all__ = ["SparkStats", "WindowKey"]
 
@@ -42,14 +47,11 @@ _GROUP = ("interval_ms", "start_ms", "view")
 
 
 def _sums(prefix: str = "") -> list[Column]:
+    """Sums of flows, packets, bytes (``web_``: of the web rows only)."""
     return [
-        F.count(F.lit(1)).alias(f"{prefix}flows") if not prefix else
-        F.sum(F.col("web").cast("long")).alias(f"{prefix}flows"),
-        *(
-            (F.sum(F.col(name)) if not prefix else F.sum(F.when(F.col("web"), F.col(name)).otherwise(F.lit(0))))
-            .alias(f"{prefix}{name}")
-            for name in ("packets", "bytes")
-        ),
+        (F.sum(F.col(name)) if not prefix else F.sum(F.when(F.col("web"), F.col(name)).otherwise(F.lit(0))))
+        .alias(f"{prefix}{name}")
+        for name in METRICS
     ]
 
 
@@ -79,6 +81,7 @@ class SparkStats:
     def __init__(self, spec: StatsSpec, intervals_ms: Sequence[int]) -> None:
         self.spec = spec
         self.intervals_ms = tuple(intervals_ms)
+        self.hosts = SparkHosts(spec)
         self.filters: dict[str, Column | None] = {"all": None}
         for view in spec.views:
             self.filters[view.name] = filter_column(view.filter)
@@ -86,6 +89,8 @@ class SparkStats:
     # ---------------------------------------------------------------- columns
     def rows(self, flows: DataFrame) -> DataFrame:
         """Flow rows → one row per (flow, interval, view it matches), with the derived columns."""
+        counted = F.coalesce(F.col("flows"), F.lit(1)) if "flows" in flows.columns else F.lit(1)
+        flows = flows.withColumn("flows", counted.cast("long"))
         parts = [
             (flows if column is None else flows.filter(column)).withColumn("view", F.lit(name))
             for name, column in self.filters.items()
@@ -125,7 +130,10 @@ class SparkStats:
 
     def compute(self, flows: DataFrame, exporter_key: ExporterKey) -> dict[WindowKey, dict[str, Any]]:
         """Payloads of every (interval, window, view) that holds at least one flow."""
-        rows = self.rows(flows).persist()
+        # The union of views multiplies the input's partitions (one or more per flow file): many
+        # tiny tasks in every aggregation below. As many partitions as a shuffle has is enough.
+        partitions = int(flows.sparkSession.conf.get("spark.sql.shuffle.partitions") or 4)
+        rows = self.rows(flows).coalesce(partitions).persist()
         try:
             return self._compute(rows, exporter_key)
         finally:
@@ -134,7 +142,7 @@ class SparkStats:
     def _compute(self, rows: DataFrame, exporter_key: ExporterKey) -> dict[WindowKey, dict[str, Any]]:
         spec = self.spec
         classes = rows.groupBy(*_GROUP, "cls").agg(
-            *_sums(), *_sums("web_"), F.sum(F.col("late").cast("long")).alias("late"),
+            *_sums(), *_sums("web_"), F.sum(F.when(F.col("late"), F.col("flows")).otherwise(F.lit(0))).alias("late"),
         ).collect()
         exporters = rows.groupBy(*_GROUP, "exporter").agg(*_sums()).collect()
         in_ports = rows.filter(F.col("protocol").isin(TCP, UDP))
@@ -177,6 +185,7 @@ class SparkStats:
                     if row[f"rank_{metric}"] <= spec.top_n:
                         address_lists[(key, role, metric)].append(
                             (int(row[f"rank_{metric}"]), bytes(row["address"]), values))
+        hosts = self.hosts.compute(rows.filter(F.col("view") == F.lit("all")))
 
         # Every window that holds a flow has a result for every view, as in the embedded engine.
         occupied = {(interval, start) for interval, start, view in windows if view == "all"}
@@ -186,6 +195,8 @@ class SparkStats:
                 key = (interval, start, view)
                 window = windows.get(key) or _Window({name: _zero() for name in PROTOCOL_CLASSES}, _zero())
                 payloads[key] = self._payload(key, window, by_exporter, port_lists, address_lists, exporter_key)
+                if view == "all":  # host statistics: the unfiltered view only, as in the embedded engine
+                    payloads[key]["hosts"] = hosts.get((interval, start)) or self.hosts.empty()
         return payloads
 
     def _payload(
@@ -227,6 +238,4 @@ class SparkStats:
             # The embedded engine counts late flows in the unfiltered view only.
             "late_flows": window.late_flows if view == "all" else 0,
         }
-        if view == "all":  # host statistics: configured hosts are rejected before (see job.py)
-            payload["hosts"] = HostState().result(self.spec)
         return payload
