@@ -461,6 +461,7 @@ class Engine:
 
         def job() -> None:
             if hosts is not None and lent is not None:
+                self._after_checkpoint()
                 hosts.fold_lent(lent)
             self.sink.emit(self._results(resolution, start, window, final=True))
             if hosts is not None and hand_to is not None:
@@ -495,11 +496,20 @@ class Engine:
 
         def job() -> None:
             if live is not None and lent is not None:
+                self._after_checkpoint()
                 views["all"].hosts = live.fold_lent(lent)
             self.sink.emit(self._results(resolution, start, _Window(views, dirty=False), final=False))
 
         if not self._background.submit(f"result:{level}:{start}", job):
             job()  # not reached: the caller checked that no such job is queued
+
+    def _after_checkpoint(self) -> None:
+        """From a fold job: wait for a checkpoint being written. Its snapshot holds the parts
+        about to be folded; folded in place meanwhile, they would exist twice (old and new) until
+        it is written. No checkpoint starts while parts are lent or a window closes (``checkpoint``)."""
+        writer = self._writer
+        if writer is not None:
+            writer.drain()
 
     def _lending(self) -> bool:
         return any(hosts.lent for hosts in self._open_host_states())
@@ -516,6 +526,8 @@ class Engine:
         target = window.views["all"].hosts if "all" in window.views else None
         still_open = any(w is window for level in self._open for w in level.values())
         adopted = still_open and target is not None and target.adopt(parts, folded)
+        if still_open and not adopted:
+            window.dirty = True  # fold it again at the next provisional result, even without new flows
         self.counters.add("engine_host_folds_total", outcome="adopted" if adopted else "stale")
 
     def open_windows(self, level: int) -> dict[int, dict[str, TrafficState]]:

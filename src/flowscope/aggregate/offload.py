@@ -118,12 +118,17 @@ class BackgroundWork:
                 if item is None:
                     return
                 key, job = item
+                item = None
                 try:
                     job()
                 except Exception:  # one failed job (a full disk, a sink) must not end the thread
                     log.exception("engine background job %s failed", key)
                     self.counters.add("engine_background_failures_total", job=key.split(":")[0])
                 finally:
+                    # Drop the job before waiting for the next: its closure holds snapshots (a
+                    # checkpoint's, a fold's view) whose arrays would otherwise stay alive until
+                    # then, and a later fold in place would copy them instead of replacing them.
+                    del job
                     with self._busy_lock:
                         self._busy.discard(key)
             finally:

@@ -1,4 +1,4 @@
-"""Distinct counts and heavy hitters for many keys at once, vectorized and mergeable.
+"""Distinct counts for many keys at once, vectorized and mergeable (heavy hitters: ``topcounts``).
 
 Hashing
     ``mix64`` is the splitmix64 finalizer (a bijection of 64-bit words with full avalanche).
@@ -25,12 +25,6 @@ HyperLogLog parameters and error
     36-bit value collisions (expected < 5·10⁻⁴ collisions in a full-size set). The 2 % target is
     therefore ~5 standard errors away for every promoted set, and exactly met below.
 
-``TopCounts``: one Misra–Gries summary per id (e.g. the most used ports of each host)
-    At most ``slots`` (item, count) entries per id. When an id has more, the (slots+1)-th largest
-    count is subtracted from all its entries and those left at zero are dropped. The summaries
-    are mergeable (Agarwal et al., "Mergeable summaries", 2012): every reported count is a lower
-    bound of the true weight, short by at most ``total weight of the id / (slots + 1)``.
-
 Everything works on whole numpy arrays; no Python loop runs per value, per id or per flow.
 
 Arrays are never written in place once a set or summary holds them: updates build new arrays
@@ -46,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 U64 = npt.NDArray[np.uint64]
+U32 = npt.NDArray[np.uint32]
 I64 = npt.NDArray[np.int64]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -135,7 +130,7 @@ def sorted_unique(values: npt.NDArray) -> npt.NDArray:
     return result
 
 
-def _ranges(lo: I64, hi: I64) -> I64:
+def ranges(lo: I64, hi: I64) -> I64:
     """Concatenated ``arange(lo[i], hi[i])`` for all i, vectorized."""
     sizes = hi - lo
     total = int(sizes.sum())
@@ -366,7 +361,7 @@ class SketchSet:
 
     def _to_dense(self, ids: I64, lo: I64, hi: I64, rows: npt.NDArray[np.uint8]) -> None:
         """Make ``ids`` (sorted, not yet dense) dense with ``rows``, folding in their sparse keys."""
-        positions = _ranges(lo, hi)
+        positions = ranges(lo, hi)
         values = self.sparse[positions] & self._mask
         row_of = np.repeat(np.arange(len(ids), dtype=np.int64), hi - lo)
         _apply_rows(self.kind, rows, row_of, values)
@@ -417,7 +412,7 @@ class SketchSet:
     def estimate_all(self, count: int) -> npt.NDArray[np.float64]:
         """Estimates for ids 0 .. count-1 (sparse sizes by counting, in bounded chunks)."""
         out = np.zeros(count, np.float64)
-        step = 1 << 22
+        step = 1 << 20  # 2**20 keys: 16 MiB of temporaries, whatever the table's size
         for start in range(0, len(self.sparse), step):
             ids = (self.sparse[start:start + step] >> self._shift).astype(np.int64)
             out += np.bincount(ids, minlength=count)[:count]
@@ -507,149 +502,10 @@ class DistinctCounter:
         self._sets = sets
 
 
-# ---------------------------------------------------------------------------------- TopCounts
+def __getattr__(name: str) -> object:
+    """``TopCounts`` lived here: checkpoints written before it moved name it in this module."""
+    if name == "TopCounts":
+        from flowscope.aggregate.topcounts import TopCounts  # noqa: PLC0415  (topcounts imports this module)
 
-
-class TopCounts:
-    """Misra–Gries heavy-hitter summaries, one per id, over ``item_bits``-bit items.
-
-    ``keys`` (sorted) are ``id << item_bits | item``; ``counts`` their weights.
-    """
-
-    __slots__ = ("counts", "item_bits", "keys", "slots")
-
-    def __init__(self, slots: int, item_bits: int = 16) -> None:
-        if slots < 1:
-            raise ValueError("TopCounts needs at least one slot per id")
-        self.slots = slots
-        self.item_bits = item_bits
-        self.keys: U64 = np.empty(0, np.uint64)
-        self.counts: U64 = np.empty(0, np.uint64)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.counts.nbytes)
-
-    @classmethod
-    def from_items(
-        cls, slots: int, ids: npt.NDArray[np.integer], items: npt.NDArray[np.integer], weights: U64,
-        item_bits: int = 16,
-    ) -> TopCounts:
-        result = cls(slots, item_bits)
-        used = weights > 0
-        if used.any():
-            keys = (ids[used].astype(np.uint64) << np.uint64(item_bits)) | items[used].astype(np.uint64)
-            order = np.argsort(keys)
-            keys, weights = keys[order], weights[used][order]
-            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-            result.keys = keys[starts]
-            result.counts = np.add.reduceat(weights, starts).astype(np.uint64)
-            ids_sorted = result.keys >> np.uint64(item_bits)
-            result._reduce(ids_sorted[np.r_[True, ids_sorted[1:] != ids_sorted[:-1]]].astype(np.int64))
-        return result
-
-    @classmethod
-    def combine(cls, slots: int, parts: list[TopCounts], id_maps: list[I64], item_bits: int = 16) -> TopCounts:
-        """Many summaries merged at once (one sort), part i's ids mapped through ``id_maps[i]``."""
-        shift = np.uint64(item_bits)
-        mask = np.uint64((1 << item_bits) - 1)
-        used = [(p, m) for p, m in zip(parts, id_maps, strict=True) if len(p.keys)]
-        result = cls(slots, item_bits)
-        if not used:
-            return result
-        keys = np.concatenate(
-            [(m[(p.keys >> shift).astype(np.int64)].astype(np.uint64) << shift) | (p.keys & mask) for p, m in used]
-        )
-        counts = np.concatenate([p.counts for p, _ in used])
-        order = np.argsort(keys)
-        keys, counts = keys[order], counts[order]
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        result.keys = keys[starts]
-        result.counts = np.add.reduceat(counts, starts).astype(np.uint64)
-        ids = result.keys >> shift
-        result._reduce(ids[np.r_[True, ids[1:] != ids[:-1]]].astype(np.int64))
-        return result
-
-    def copy(self) -> TopCounts:
-        result = TopCounts(self.slots, self.item_bits)
-        result.keys, result.counts = self.keys.copy(), self.counts.copy()
-        return result
-
-    def shallow(self) -> TopCounts:
-        """A copy sharing the arrays (they are replaced, never written, by later updates)."""
-        result = TopCounts(self.slots, self.item_bits)
-        result.keys, result.counts = self.keys, self.counts
-        return result
-
-    def absorb(self, other: TopCounts, id_map: I64 | None = None) -> None:
-        """Merge ``other`` in; its id i becomes ``id_map[i]`` (injective) here."""
-        if not len(other.keys):
-            return
-        shift = np.uint64(self.item_bits)
-        keys, counts = other.keys, other.counts
-        if id_map is not None:
-            mapped = id_map[(keys >> shift).astype(np.int64)].astype(np.uint64)
-            keys = (mapped << shift) | (keys & np.uint64((1 << self.item_bits) - 1))
-            order = np.argsort(keys)
-            keys, counts = keys[order], counts[order]
-        if len(self.keys):
-            position = np.searchsorted(self.keys, keys)
-            present = self.keys[np.minimum(position, len(self.keys) - 1)] == keys
-            new = ~present
-            self.keys = np.insert(self.keys, position[new], keys[new])
-            self.counts = np.insert(self.counts, position[new], counts[new])
-            if present.any():
-                self.counts[np.searchsorted(self.keys, keys[present])] += counts[present]
-        else:
-            self.keys, self.counts = keys.copy(), counts.copy()
-        ids = keys >> shift
-        self._reduce(ids[np.r_[True, ids[1:] != ids[:-1]]].astype(np.int64))
-
-    def _range(self, ids: I64) -> tuple[I64, I64]:
-        first = ids.astype(np.uint64) << np.uint64(self.item_bits)
-        lo = np.searchsorted(self.keys, first).astype(np.int64)
-        hi = np.searchsorted(self.keys, first + (np.uint64(1) << np.uint64(self.item_bits))).astype(np.int64)
-        return lo, hi
-
-    def _reduce(self, candidates: I64) -> None:
-        """Misra–Gries step for the candidate ids that hold more than ``slots`` entries."""
-        lo, hi = self._range(candidates)
-        sizes = hi - lo
-        over = sizes > self.slots
-        if not over.any():
-            return
-        lo, hi, sizes = lo[over], hi[over], sizes[over]
-        positions = _ranges(lo, hi)
-        counts = self.counts[positions]
-        group = np.repeat(np.arange(len(lo), dtype=np.int64), sizes)
-        ends = np.cumsum(sizes)
-        # The (slots+1)-th largest count of each id: sort (id, count) ascending in one uint64
-        # sort when both fit (always, short of 17.6e12 flows per host), else lexsort.
-        if len(lo) < (1 << 20) and int(counts.max()) < (1 << 44):
-            packed = np.sort((group.astype(np.uint64) << np.uint64(44)) | counts)
-            cut = packed[ends - self.slots - 1] & np.uint64((1 << 44) - 1)
-        else:
-            cut = counts[np.lexsort((counts, group))][ends - self.slots - 1]
-        cut_per_entry = np.repeat(cut, sizes)
-        keep = counts > cut_per_entry  # at most ``slots`` per id
-        survivors = positions[keep]
-        mask = _outside(len(self.keys), lo, hi)
-        mask[survivors] = True
-        kept_counts = self.counts[mask]  # a new array: self.counts may be shared with a shallow copy
-        kept_counts[(np.cumsum(mask) - 1)[survivors]] = counts[keep] - cut_per_entry[keep]
-        self.keys, self.counts = self.keys[mask], kept_counts
-
-    def top(self, ident: int, n: int) -> list[tuple[int, int]]:
-        """Up to ``n`` (item, count) of one id: larger count first, then the lower item."""
-        lo, hi = self._range(np.array([ident], np.int64))
-        items = (self.keys[lo[0]:hi[0]] & np.uint64((1 << self.item_bits) - 1)).astype(np.int64)
-        counts = self.counts[lo[0]:hi[0]]
-        order = np.lexsort((items, -counts.astype(np.int64)))[:n]
-        return [(int(items[i]), int(counts[i])) for i in order]
-
-    def __getstate__(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
+        return TopCounts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

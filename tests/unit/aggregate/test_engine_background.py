@@ -5,6 +5,8 @@ Same clock rules and same results as without it; only where the work runs change
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from tests.unit.aggregate.test_hosts import RANDOM_SPEC, random_rows
 
 from flowscope.aggregate.engine import Engine, EngineConfig
 from flowscope.aggregate.hosts import HostState
-from flowscope.aggregate.offload import snapshot_state
+from flowscope.aggregate.offload import BackgroundWork, snapshot_state
 from flowscope.aggregate.state import TrafficState
 from flowscope.aggregate.stats import StatsSpec, ViewSpec
 from flowscope.metrics import Counters
@@ -92,9 +94,13 @@ def test_live_results_stay_on_the_clock_thread_and_long_windows_fold_in_the_back
     [minute] = engine.open_windows(1).values()
     hosts = minute["all"].hosts
     assert hosts is not None and hosts.deferred
-    for _ in range(2):  # a snapshot of every queued part, folded; then its completion
+    for _ in range(4):  # a snapshot of every queued part, folded; then its completion
         engine.wait_background()
         engine.tick()  # runs the completions: the folded part replaces the parts it came from
+        if len(hosts.parts()) == 1:
+            break
+        # A completion of a snapshot taken before an earlier one was adopted is stale: the
+        # window is marked dirty again and folded anew at the next tick, without new flows.
     assert len(hosts.parts()) == 1
     assert counters.total("engine_host_folds_total", outcome="adopted") > 0
     provisional = [r for r in sink.results if r.resolution == "1m" and r.view == "all" and not r.final]
@@ -209,3 +215,24 @@ def test_an_hour_closing_while_its_hosts_are_being_folded_keeps_them() -> None:
     assert final.payload["hosts"]["local"]["hosts"] > 1_000
     assert counters.total("engine_tick_failures_total") == 0
     engine.stop()
+
+
+def test_a_finished_job_and_what_it_holds_are_released() -> None:
+    """A job's closure (a snapshot) must not outlive the job: the thread waiting for the next job
+    kept it, and a later fold in place then copied the arrays it still held."""
+    work = BackgroundWork(Counters(), "test")
+    work.start()
+    try:
+        ran: list[int] = []
+
+        def submit_job() -> weakref.ref[HostState]:
+            held = HostState()  # only the job's closure refers to it once this returns
+            work.submit("result:1", lambda: ran.append(held.local_hosts))
+            return weakref.ref(held)
+
+        alive = submit_job()
+        work.drain()
+        gc.collect()
+        assert ran == [0] and alive() is None  # the thread is idle, waiting for the next job
+    finally:
+        work.stop()

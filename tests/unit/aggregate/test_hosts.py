@@ -9,16 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from flowscope.aggregate.hostrows import BatchColumns, Sides
 from flowscope.aggregate.hosts import (
     COMPACT_MIN,
     FLAG_NAMES,
     HostState,
-    _Columns,
-    _LocalHosts,
-    _Sides,
     address_bytes,
     compile_networks,
 )
+from flowscope.aggregate.localhosts import LocalHosts
 from flowscope.aggregate.sketch import split_addresses
 from flowscope.aggregate.state import Rows
 from flowscope.aggregate.stats import StatsSpec
@@ -585,17 +584,17 @@ def test_hash_collisions_between_hosts_stay_exact() -> None:
         (TCP, "10.0.0.2", 1, "192.0.2.2", 80, SYN, 10, 2, 200),
         (TCP, "10.0.0.3", 1, "192.0.2.3", 22, SYN, 10, 3, 300),
     ])
-    columns = _Columns.of(rows)
+    columns = BatchColumns.of(rows)
     columns.src_hash[:2] = 42  # 10.0.0.1 and 10.0.0.2 collide
-    sides = _Sides.of(columns, np.ones(3, np.bool_), np.zeros(3, np.bool_))
-    part = _LocalHosts.from_sides(rows, sides)
+    sides = Sides.of(columns, np.ones(3, np.bool_), np.zeros(3, np.bool_))
+    part = LocalHosts.from_sides(rows, sides)
     assert part.count == 3
-    table = _LocalHosts.combine([part, part])  # the same hosts twice: merged, not duplicated
+    table = LocalHosts.combine([part, part])  # the same hosts twice: merged, not duplicated
     assert table.count == 3
     ids = table.find(columns.src_hash, columns.src_hi, columns.src_lo)
     assert sorted(ids.tolist()) == [0, 1, 2]
     assert [table.sums[2][i] for i in ids.tolist()] == [200, 400, 600]  # bytes sent, twice each
-    main = _LocalHosts.combine([part])
+    main = LocalHosts.combine([part])
     main.absorb(part)
     assert main.count == 3
     assert [main.sums[1][i] for i in main.find(columns.src_hash, columns.src_hi, columns.src_lo).tolist()] == [2, 4, 6]
@@ -605,3 +604,21 @@ def test_a_window_opened_after_run_time_changes_starts_with_them() -> None:
     spec = StatsSpec(watched_hosts=("10.0.0.1", "10.0.0.2"))
     state = HostState(watched=["10.0.0.3"], unwatched=["10.0.0.1", "10.0.0.3"])
     assert [address_bytes(a) for a in ("10.0.0.2",)] == state.watched(spec)
+
+
+def test_local_flow_counts_saturate_at_32_bits_other_sums_stay_exact() -> None:
+    # One flow record standing for 3e9 flows (an aggregated export), 5e9 packets, 6e12 bytes.
+    huge = (TCP, "10.0.0.9", 40000, "198.51.100.1", 443, SYN, 10, 5_000_000_000, 6_000_000_000_000, 3_000_000_000)
+    minute = HostState()
+    minute.update(make_rows([huge]), SPEC)
+    hour = HostState(compact_min=1)
+    for _ in range(3):
+        hour.merge(minute)  # 9e9 flows: beyond 32 bits
+    hour.compact()
+    host = hour.lookup("10.0.0.9", SPEC)
+    assert host is not None
+    assert host["sent"] == {"flows": (1 << 32) - 1, "packets": 15_000_000_000, "bytes": 18_000_000_000_000}
+    assert host["tcp_flags"]["SYN"] == (1 << 32) - 1 and host["tcp_flags"]["ACK"] == 0
+    assert host["top_ports"] == [{"port": 443, "flows": (1 << 32) - 1}]
+    restored = pickle.loads(pickle.dumps(hour))
+    assert restored.lookup("10.0.0.9", SPEC) == host

@@ -14,7 +14,6 @@ from flowscope.aggregate.sketch import (
     HLL_RELATIVE_STANDARD_ERROR,
     DistinctCounter,
     SketchSet,
-    TopCounts,
     hash_addresses,
     hash_u64,
     hash_values,
@@ -23,6 +22,7 @@ from flowscope.aggregate.sketch import (
     mix64,
     split_addresses,
 )
+from flowscope.aggregate.topcounts import TopCounts
 
 MASK64 = (1 << 64) - 1
 
@@ -336,3 +336,15 @@ def test_ids_beyond_the_key_space_are_refused() -> None:
     too_big = np.array([1 << (64 - HLL.value_bits)], np.int64)
     with pytest.raises(OverflowError, match="ids up to"):
         SketchSet.from_pairs(HLL, too_big, np.array([1]))
+
+
+def test_top_counts_saturate_at_32_bits_and_stay_lower_bounds() -> None:
+    big = np.array([3_000_000_000, 5], np.uint64)
+    part = TopCounts.from_items(2, np.array([0, 0]), np.array([443, 80]), big)
+    assert part.counts.dtype == np.uint32
+    merged = TopCounts(2)
+    merged.absorb(part)
+    merged.absorb(part)  # 6e9 flows to port 443: held as 2**32 - 1, never wrapped to a small count
+    assert merged.top(0, 2) == [(443, (1 << 32) - 1), (80, 10)]
+    combined = TopCounts.combine(2, [part, part, part], [np.zeros(1, np.int64)] * 3)
+    assert combined.top(0, 2) == [(443, (1 << 32) - 1), (80, 15)]

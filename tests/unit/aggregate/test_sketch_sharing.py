@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from tests.unit.aggregate.test_sketch import _heavy_tailed_sets
 
-from flowscope.aggregate.sketch import BITMAP16, HLL, SketchSet, TopCounts
+from flowscope.aggregate.sketch import BITMAP16, HLL, SketchSet
+from flowscope.aggregate.topcounts import TopCounts
 
 
 def _arrays(sets: SketchSet) -> tuple[list[int], list[int], bytes]:
