@@ -133,7 +133,11 @@ def _raise_exit(signum: int, _frame: object) -> None:
 
 # ------------------------------------------------------------------------- /proc readers
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    return free_port(socket.SOCK_DGRAM)
+
+
+def free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
@@ -304,6 +308,8 @@ class Flowscope:
         self.log = self.dir / "run.log"
         self.argv = [FLOWSCOPE, "run", "--log-level", "WARNING", "--set", f"collect.host={HOST}",
                      "--set", f"collect.udp_ports={self.port}", "--set", "collect.tcp_ports=",
+                     # its own web port too, so that two benchmarks (or a `make run`) never collide
+                     "--set", f"web.port={free_port(socket.SOCK_STREAM)}",
                      "--set", f"engine.state_dir={self.dir}", *[a for s in settings for a in ("--set", s)]]
         self.process: subprocess.Popen[bytes] | None = None
 
