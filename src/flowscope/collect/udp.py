@@ -179,11 +179,7 @@ class UdpListener(ThreadedListener[UdpListenerConfig]):
                 return True
             received_ms = clock_ms()  # one reading per system call: they were received together
             for payload, (host, port) in received:
-                exporter = names.get(host)
-                if exporter is None:
-                    if len(names) >= _NAME_CACHE_MAX:
-                        names.clear()
-                    exporter = names[host] = exporter_text(host)
+                exporter = names.get(host) or _learn_name(names, host)
                 if allowlist is not None and not allowlist.allows(exporter):
                     batcher.drop("not_allowed", exporter, len(payload))
                     continue
@@ -207,11 +203,7 @@ class UdpListener(ThreadedListener[UdpListenerConfig]):
                 self._receive_error(error)
                 return False
             host = address[0]
-            exporter = names.get(host)
-            if exporter is None:
-                if len(names) >= _NAME_CACHE_MAX:
-                    names.clear()
-                exporter = names[host] = exporter_text(host)
+            exporter = names.get(host) or _learn_name(names, host)
             if allowlist is not None and not allowlist.allows(exporter):
                 batcher.drop("not_allowed", exporter, len(payload))
                 continue
@@ -249,3 +241,12 @@ class UdpListener(ThreadedListener[UdpListenerConfig]):
         else:
             log.info("UDP receive buffer: requested %d bytes, SO_RCVBUF read back %d", requested, granted)
         return granted
+
+
+def _learn_name(names: dict[str, str], host: str) -> str:
+    """The exporter text of a sender address not in the cache yet; the cache is bounded (a flood of
+    spoofed senders must not grow it without end)."""
+    if len(names) >= _NAME_CACHE_MAX:
+        names.clear()
+    exporter = names[host] = exporter_text(host)
+    return exporter
