@@ -8,30 +8,26 @@ also when the test fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
-import re
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyspark
 import pytest
-from tests.spark.conftest import generated_capture
+from tests.spark.conftest import generated_capture, without_exporter_address
 
 from flowscope.aggregate.engine import EngineConfig
 from flowscope.pipeline import offline_results
 from flowscope.store import ResultStore, StoreConfig
+from support.processes import WatchedProcess
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
@@ -51,60 +47,6 @@ def free_port() -> int:
         return port
 
 
-class Started:
-    """A process in its own process group, its stderr (or log) read on a thread."""
-
-    def __init__(self, name: str, args: list[str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        self.handle: IO[bytes] = log.open("wb")
-        self.process = subprocess.Popen(args, stdout=self.handle, stderr=subprocess.PIPE, env=ENVIRONMENT,
-                                        start_new_session=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.text: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            line = raw.decode(errors="replace")
-            self.text.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout_s: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                match = re.search(pattern, self.lines.get(timeout=0.2))
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if match:
-                return match
-        raise AssertionError(f"{self.name}: never saw {pattern!r}; stderr:\n{''.join(self.text[-60:])}")
-
-    def stop(self, *, gently: bool = True) -> None:
-        """SIGTERM to the process (its own shutdown), then to its whole group; SIGKILL if needed."""
-        try:
-            if gently and self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout=30)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    continue
-                time.sleep(0.5)  # children of the group (JVMs) exit after their parent
-        finally:
-            self.handle.close()
-
-
 class Cluster:
     """A standalone master and two one-core workers on 127.0.0.1."""
 
@@ -113,21 +55,21 @@ class Cluster:
         self.port = free_port()
         self.web_port = free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
-        self.processes: list[Started] = []
+        self.processes: list[WatchedProcess] = []
 
     def start(self) -> None:
         spark_class = str(SPARK_HOME / "bin" / "spark-class")
-        self.processes.append(Started("master", [
+        self.processes.append(WatchedProcess("master", [
             spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.port),
-            "--webui-port", str(self.web_port)], self.directory / "master.log"))
+            "--webui-port", str(self.web_port)], env=ENVIRONMENT, log=self.directory / "master.log"))
         self.wait(lambda state: True, "the master's web UI")
         for number in (1, 2):
             work = self.directory / f"worker-{number}"
             work.mkdir()
-            self.processes.append(Started(f"worker-{number}", [
+            self.processes.append(WatchedProcess(f"worker-{number}", [
                 spark_class, "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
                 "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(work)],
-                self.directory / f"worker-{number}.log"))
+                env=ENVIRONMENT, log=self.directory / f"worker-{number}.log"))
         self.wait(lambda state: state.get("aliveworkers") == 2, "two registered workers")
 
     def state(self) -> dict[str, Any]:
@@ -139,7 +81,7 @@ class Cluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for process in self.processes:
-                assert process.process.poll() is None, f"{process.name} exited:\n{''.join(process.text[-40:])}"
+                assert process.process.poll() is None, f"{process.name} exited:\n{''.join(process.stderr[-40:])}"
             try:
                 state = self.state()
                 if condition(state):
@@ -166,19 +108,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[Started]]:
+def started(tmp_path: Path) -> Iterator[list[WatchedProcess]]:
     """The flowscope processes of a test, stopped (collector last) whatever happens."""
-    processes: list[Started] = []
+    processes: list[WatchedProcess] = []
     yield processes
     for process in reversed(processes):
         process.stop()
-
-
-def without_exporter_address(result: dict[str, Any]) -> dict[str, Any]:
-    """Offline, an IPFIX file's exporter is 0.0.0.0; replayed, it is 127.0.0.1: compare the rest."""
-    totals = dict(result["totals"])
-    totals["by_exporter"] = [{**e, "exporter": "-"} for e in totals["by_exporter"]]
-    return {**result, "totals": totals, "final": None}
 
 
 def stored_flows(store: ResultStore) -> int:
@@ -189,22 +124,23 @@ def stored_flows(store: ResultStore) -> int:
 
 
 def test_streaming_job_on_a_standalone_cluster_gives_the_embedded_results(
-    cluster: Cluster, started: list[Started], tmp_path: Path
+    cluster: Cluster, started: list[WatchedProcess], tmp_path: Path
 ) -> None:
     capture = generated_capture(tmp_path / "generated.ipfix", seconds=60, flows_per_export=200)
     expected = [r.to_json() for r in offline_results([capture], CONFIG)]
     total = sum(r["totals"]["flows"] for r in expected if r["interval"] == "1m" and r["view"] == "all")
     database = tmp_path / "results.db"
 
-    collector = Started("collect", [*FLOWSCOPE, "collect", "--log-level", "INFO", "--host", "127.0.0.1",
-                                    "--udp-port", "0", "--tcp-port", "0", "--json-server", "127.0.0.1:0"],
-                        tmp_path / "collect.log")
+    collector = WatchedProcess("collect", [*FLOWSCOPE, "collect", "--log-level", "INFO", "--host", "127.0.0.1",
+                                           "--udp-port", "0", "--tcp-port", "0", "--json-server", "127.0.0.1:0"],
+                               env=ENVIRONMENT, log=tmp_path / "collect.log")
     started.append(collector)
     json_port = int(collector.wait_for(r"JSON flow stream on [\d.]+:(\d+)").group(1))
     udp_port = int(collector.wait_for(r"collecting on udp (\d+)").group(1))
-    job = Started("spark", [*FLOWSCOPE, "spark", "--json-source", f"127.0.0.1:{json_port}", "--master", cluster.url,
-                            "--work-dir", str(tmp_path / "work"), "--trigger", "1", *SETTINGS,
-                            "--set", f"store.path={database}"], tmp_path / "spark.log")
+    job = WatchedProcess("spark", [*FLOWSCOPE, "spark", "--json-source", f"127.0.0.1:{json_port}",
+                                   "--master", cluster.url, "--work-dir", str(tmp_path / "work"), "--trigger", "1",
+                                   *SETTINGS, "--set", f"store.path={database}"],
+                         env=ENVIRONMENT, log=tmp_path / "spark.log")
     started.append(job)
     job.wait_for("Spark streaming from", timeout_s=120)
     collector.wait_for("JSON stream consumer connected", timeout_s=60)
@@ -220,12 +156,12 @@ def test_streaming_job_on_a_standalone_cluster_gives_the_embedded_results(
     seen = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and seen < total:
-        assert job.process.poll() is None, f"flowscope spark exited:\n{''.join(job.text[-60:])}"
+        assert job.process.poll() is None, f"flowscope spark exited:\n{''.join(job.stderr[-60:])}"
         seen = stored_flows(store)
         time.sleep(0.5)
     assert seen == total, f"{seen} of {total} flows reached the store"
     job.stop()
-    assert job.process.returncode == 0, "".join(job.text[-60:])
+    assert job.process.returncode == 0, "".join(job.stderr[-60:])
 
     for interval in ("1s", "1m"):
         count = sum(1 for r in expected if r["interval"] == interval)

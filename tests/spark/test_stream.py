@@ -3,19 +3,14 @@ socket source → foreachBatch → the ResultStore, with the embedded engine's o
 
 from __future__ import annotations
 
-import os
-import queue
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
+from tests.spark.conftest import without_exporter_address
 
 from flowscope.aggregate.engine import EngineConfig
 from flowscope.aggregate.stats import StatsSpec, ViewSpec
@@ -23,57 +18,12 @@ from flowscope.pipeline import offline_results
 from flowscope.spark.job import socket_lines, start_stream
 from flowscope.spark.sink import StoreSink
 from flowscope.store import ResultStore, StoreConfig
+from support.processes import WatchedProcess
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
 FLOWSCOPE = [sys.executable, "-m", "flowscope.cli"]
 VIEWS = (ViewSpec("web", "proto tcp and port in [80 443]"), ViewSpec("v6", "ipv6"))
-
-
-class Process:
-    """A flowscope process whose stderr is read on a thread; stopped by the test that started it."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.process = subprocess.Popen([*FLOWSCOPE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            self.stderr.append(raw.decode(errors="replace"))
-            self.lines.put(self.stderr[-1])
-
-    def wait_for(self, pattern: str, timeout_s: float = 30) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                match = re.search(pattern, self.lines.get(timeout=0.2))
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if match:
-                return match
-        raise AssertionError(f"never saw {pattern!r}; stderr:\n{''.join(self.stderr)}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def without_exporter_address(result: dict[str, Any]) -> dict[str, Any]:
-    """Offline, an IPFIX file's exporter is 0.0.0.0; replayed, it is 127.0.0.1: compare the rest."""
-    totals = dict(result["totals"])
-    totals["by_exporter"] = [{**e, "exporter": "-"} for e in totals["by_exporter"]]
-    return {**result, "totals": totals, "final": None}
 
 
 def test_stream_from_a_real_collector_reaches_the_store_with_the_embedded_results(
@@ -86,8 +36,8 @@ def test_stream_from_a_real_collector_reaches_the_store_with_the_embedded_result
     total = sum(r["totals"]["flows"] for r in expected if r["interval"] == "1m" and r["view"] == "all")
     store = ResultStore(StoreConfig(path=str(tmp_path / "results.db")))
     store.start()
-    collector = Process(["collect", "--log-level", "INFO", "--host", "127.0.0.1", "--udp-port", "0",
-                         "--tcp-port", "0", "--json-server", "127.0.0.1:0"])
+    collector = WatchedProcess("collect", [*FLOWSCOPE, "collect", "--log-level", "INFO", "--host", "127.0.0.1",
+                                           "--udp-port", "0", "--tcp-port", "0", "--json-server", "127.0.0.1:0"])
     query = None
     try:
         json_port = int(collector.wait_for(r"JSON flow stream on [\d.]+:(\d+)").group(1))
