@@ -339,6 +339,8 @@ class Engine:
                 start for start in windows
                 if until_ms is None or start + resolution.duration_ms + self.config.grace_ms <= until_ms
             )
+            if due and until_ms is not None and self._snapshot_fold_in_flight(level, due):
+                break  # closes at a later tick, once the fold is adopted (higher levels wait too)
             if due and level > 0 and (self._closing() or self._lending()):
                 # A child's host statistics are still on their way to this level (see below), or
                 # a window's are being folded: closing needs them back.
@@ -372,6 +374,19 @@ class Engine:
         if results:
             self.sink.emit(results)
 
+    def _snapshot_fold_in_flight(self, level: int, due: list[int]) -> bool:
+        """Whether a due minute's provisional snapshot fold (``_offload``) has not been adopted yet.
+
+        Its snapshot, then its completion, holds the minute's raw host parts: lent to the final
+        fold now, they could not be freed by it, and the minute would exist three times (raw,
+        folded by the snapshot, folded in place). Closing waits for the adoption instead; the
+        clock thread does not block (the fold runs anyway, a tick or a few). The hour's folds
+        are in place (``_offload_fold``): nothing to wait for there."""
+        if self._background is None or level == 0 or level == len(self.resolutions) - 1:
+            return False
+        self._run_completions()  # folds finished since the tick began: adopted before closing
+        return any(self._background.busy(f"result:{level}:{start}") for start in due)
+
     def _published(self) -> None:
         """The live windows were just published: every waiting batch is now visible."""
         if self._unpublished_arrivals_ms:
@@ -398,6 +413,8 @@ class Engine:
                 if not window.dirty:
                     continue
                 if self._background is not None and level > 0:
+                    if not force and start + resolution.duration_ms + self.config.grace_ms <= now:
+                        continue  # due to close (see ``_snapshot_fold_in_flight``): no new snapshot of it
                     if not self._background.busy(f"result:{level}:{start}") and not self._closing():
                         if level == len(self.resolutions) - 1:
                             self._offload_fold(level, start, window)

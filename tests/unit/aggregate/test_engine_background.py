@@ -6,6 +6,7 @@ Same clock rules and same results as without it; only where the work runs change
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,51 @@ def test_a_finished_job_and_what_it_holds_are_released() -> None:
         assert ran == [0] and alive() is None  # the thread is idle, waiting for the next job
     finally:
         work.stop()
+
+
+def test_a_minute_closes_only_once_its_snapshot_fold_is_adopted() -> None:
+    """A minute closing while its provisional snapshot fold is in flight would lend its raw host
+    parts to the final fold while the snapshot (or the fold's completion) still held them: the
+    minute three times over. It stays open until the fold is adopted, then closes folded."""
+    rng = np.random.default_rng(77)
+    minute = HOUR0 + 60_000
+    clock = FakeClock(minute)
+    engine, sink, counters = _engine(clock, offload=True)
+    for time_ms in range(minute, minute + 60_000, 3_000):
+        clock.now_ms = time_ms
+        engine.process(_traffic(rng, time_ms))
+    background = engine._background
+    assert background is not None
+    engine.wait_background()
+
+    def hold_background() -> threading.Event:
+        """Keep the background thread busy until the returned event is set."""
+        gate = threading.Event()
+
+        def wait() -> None:
+            gate.wait()
+
+        background.submit("test:gate", wait)
+        return gate
+
+    gate = hold_background()
+    engine.tick()  # the minute's provisional snapshot fold is queued behind the gate
+    hosts = engine.open_windows(1)[minute]["all"].hosts
+    assert hosts is not None and background.busy(f"result:1:{minute}")
+    raw = [weakref.ref(part) for part in hosts.parts()]
+    clock.now_ms = minute + 60_000
+    engine.tick()
+    assert minute in engine.open_windows(1)  # due, but its fold is in flight: not closed yet
+    gate.set()
+    engine.wait_background()
+    gate = hold_background()  # the final fold must not run before the check below
+    engine.tick()  # adopts the fold, then closes the minute
+    assert minute not in engine.open_windows(1)
+    gc.collect()
+    assert all(ref() is None for ref in raw)  # only the folded part is lent to the final fold
+    gate.set()
+    engine.wait_background()
+    [final] = sink.finals("1m")
+    assert final.payload["totals"]["flows"] == 20 * 400
+    assert counters.total("engine_host_folds_total", outcome="adopted") >= 1
+    engine.stop()
