@@ -3,10 +3,10 @@
 One sender generates flows (``flowscope.tools.generate``, a fixed pool restamped to the wall
 clock) and exports them as IPFIX over UDP on loopback at a target rate, in 10 chunks per second:
 the chunk covering [t, t + 100 ms) holds flows that ended in that interval and is sent at
-t + 100 ms. Three receivers, one after the other, each with the same rate ladder:
+t + 100 ms. Three receivers, one after the other, each with its own rate ladder (``--rates``):
 
 * ``parquet``: ``flowscope collect --parquet-dir DIR`` (a file every second) →
-  ``flowscope spark --parquet-source DIR --master local[2]`` (``spark/stream.py``);
+  ``flowscope spark --parquet-source DIR --master local[2] --coarse-refresh 10`` (``spark/stream.py``);
 * ``socket``: ``flowscope collect --json-server`` → ``flowscope spark --json-source``
   (Spark's socket source, ``spark/job.py``'s ``StreamingReport``);
 * ``embedded``: ``flowscope run`` (collector and embedded engine in one process).
@@ -55,10 +55,10 @@ from flowscope.tools.encode import EncoderConfig, make_encoder
 from flowscope.tools.generate import GeneratorConfig, TrafficGenerator
 
 FLOWSCOPE = [sys.executable, "-m", "flowscope.cli"]
-RATES = {
-    "parquet": [10_000, 25_000, 50_000, 100_000, 200_000, 400_000],
-    "socket": [500, 1_000, 2_500, 5_000, 10_000],
-    "embedded": [25_000, 100_000, 400_000],
+RATES = {  # about 12 minutes in all with --seconds 45
+    "parquet": [25_000, 50_000, 100_000, 200_000, 400_000],
+    "socket": [1_000, 2_500, 5_000, 10_000],
+    "embedded": [100_000, 400_000],
 }
 QUICK_RATES = {"parquet": [20_000, 100_000], "socket": [2_000, 5_000], "embedded": [20_000, 100_000]}
 TARGET_DELAY_S = 10.0
@@ -214,7 +214,15 @@ class Receiver:
     consumer: Process | None = None
 
 
-def start_path(name: str, work: Path, trigger_s: float) -> Receiver:
+@dataclass
+class SparkTuning:
+    trigger_s: float = 1.0
+    shuffle_partitions: int = 2
+    coarse_refresh_s: float = 10.0
+    max_files_per_trigger: int = 1000
+
+
+def start_path(name: str, work: Path, tuning: SparkTuning) -> Receiver:
     work.mkdir(parents=True)
     udp_port = free_udp_port()
     config = work / "flowscope.toml"
@@ -228,13 +236,15 @@ def start_path(name: str, work: Path, trigger_s: float) -> Receiver:
         return path
     collect_args = ["collect", "--host", "127.0.0.1", "--udp-port", str(udp_port), "--tcp-port", "0", "--stats"]
     spark_args = ["spark", "--config", str(config), "--work-dir", str(work / "spark"), "--master", "local[2]",
-                  "--trigger", str(trigger_s), "--shuffle-partitions", "2"]
+                  "--trigger", str(tuning.trigger_s), "--shuffle-partitions", str(tuning.shuffle_partitions)]
     if name == "parquet":
         collector = Process([*collect_args, "--parquet-dir", str(work / "flows"), "--parquet-roll", "1"],
                             work / "collect.log")
         path.processes.append(collector)
         collector.wait_for(r"collecting on udp")
-        spark = Process([*spark_args, "--parquet-source", str(work / "flows")], work / "spark.log")
+        spark = Process([*spark_args, "--parquet-source", str(work / "flows"), "--coarse-refresh",
+                         str(tuning.coarse_refresh_s), "--max-files-per-trigger", str(tuning.max_files_per_trigger)],
+                        work / "spark.log")
     else:
         collector = Process([*collect_args, "--json-server", "127.0.0.1:0"], work / "collect.log")
         path.processes.append(collector)
@@ -325,9 +335,9 @@ def run_step(sender: Sender, watch: StoreWatch, consumer: Process, rate: int, se
     }
 
 
-def run_path(name: str, rates: list[int], seconds: float, root: Path, trigger_s: float) -> dict[str, Any]:
+def run_path(name: str, rates: list[int], seconds: float, root: Path, tuning: SparkTuning) -> dict[str, Any]:
     print(f"== {name}", flush=True)
-    path = start_path(name, root / name, trigger_s)
+    path = start_path(name, root / name, tuning)
     sender = Sender(path.udp_port)
     watch = StoreWatch(path.store, sender)
     steps: list[dict[str, Any]] = []
@@ -363,23 +373,34 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="two short steps per path (smoke run)")
     parser.add_argument("--seconds", type=float, help="length of one rate step (default 60, quick 10)")
     parser.add_argument("--paths", default="parquet,socket,embedded", help="which paths, comma separated")
+    parser.add_argument("--rates", action="append", default=[], metavar="PATH=R1,R2,...",
+                        help="the rate ladder of one path (flows/s), e.g. parquet=50000,100000; repeatable")
     parser.add_argument("--trigger", type=float, default=1.0, help="Spark micro-batch trigger in seconds")
+    parser.add_argument("--shuffle-partitions", type=int, default=2, help="spark.sql.shuffle.partitions")
+    parser.add_argument("--coarse-refresh", type=float, default=10.0,
+                        help="parquet: provisional minute/hour results at most every S seconds")
+    parser.add_argument("--max-files-per-trigger", type=int, default=1000, help="parquet: files per micro-batch")
     parser.add_argument("--work-dir", help="keep the stores, files and logs here (default: a temporary directory)")
     parser.add_argument("--output", help="result file (default bench/results/spark-<date>.json)")
     args = parser.parse_args()
-    rates = QUICK_RATES if args.quick else RATES
+    rates = dict(QUICK_RATES if args.quick else RATES)
+    for ladder in args.rates:
+        name, _, values = ladder.partition("=")
+        rates[name] = [int(value) for value in values.split(",")]
+    tuning = SparkTuning(args.trigger, args.shuffle_partitions, args.coarse_refresh, args.max_files_per_trigger)
     seconds = args.seconds or (10 if args.quick else 60)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     result: dict[str, Any] = {
         "benchmark": "spark", "machine": benchutil.machine_info(), "command": benchutil.command_line(),
         "step_seconds": seconds, "target_delay_s": TARGET_DELAY_S, "drain_s": DRAIN_S, "trigger_s": args.trigger,
+        "spark_tuning": vars(tuning), "rates": {name: rates[name] for name in args.paths.split(",")},
         "paths": {},
     }
     with tempfile.TemporaryDirectory(prefix="flowscope-spark-bench-") as scratch:
         root = Path(args.work_dir) if args.work_dir else Path(scratch)
         for name in args.paths.split(","):
-            result["paths"][name] = run_path(name, rates[name], seconds, root, args.trigger)
+            result["paths"][name] = run_path(name, rates[name], seconds, root, tuning)
     paths = result["paths"]
     if "parquet" in paths and "socket" in paths and paths["socket"]["sustained_flows_per_s"]:
         result["parquet_over_socket"] = round(

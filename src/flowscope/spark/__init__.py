@@ -41,6 +41,9 @@ def add_spark_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
                         help="the collectors' Parquet files (flowscope collect --parquet-dir DIR): the scalable path")
     parser.add_argument("--max-files-per-trigger", type=int, default=1000, metavar="N",
                         help="with --parquet-source: at most N new files per micro-batch")
+    parser.add_argument("--coarse-refresh", type=float, default=10.0, metavar="S",
+                        help="with --parquet-source: provisional results of the windows longer than the finest at "
+                             "most every S seconds (0: every micro-batch; final results always when due)")
     parser.add_argument("--clean-source", choices=["off", "delete", "archive"], default="off",
                         help="with --parquet-source: delete or archive files once a micro-batch read them")
     parser.add_argument("--input-format", choices=["flowscope", "ipfixcol", "ipfixcol2", "auto"], default="flowscope",

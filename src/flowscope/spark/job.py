@@ -45,8 +45,8 @@ from flowscope.spark.stats import SparkStats
 from flowscope.store import ResultStore
 
 __all__ = [
-    "StreamingReport", "cmd_spark", "run_spark_report", "socket_lines", "spark_session",
-    "start_stream", "window_results",
+    "StreamingReport", "checked_resolutions", "cmd_spark", "exporter_key", "run_spark_report", "socket_lines",
+    "spark_session", "start_stream", "window_results",
 ]
 
 DEFAULT_MASTER = "local[2]"
@@ -77,7 +77,8 @@ def spark_session(master: str = DEFAULT_MASTER, *, app_name: str = "flowscope", 
     return session
 
 
-def _check(engine_config: EngineConfig) -> list[Resolution]:
+def checked_resolutions(engine_config: EngineConfig) -> list[Resolution]:
+    """The configured windows as resolutions; raises ConfigError for what the Spark engine cannot run."""
     SparkHosts(engine_config.stats)  # local networks and watched hosts parse (ConfigError otherwise)
     return check_resolutions(list(engine_config.windows_ms))
 
@@ -117,7 +118,7 @@ def run_spark_report(
     ``scratch_dir`` holds that directory (default: the system's temporary directory; on a
     cluster, storage every executor can read).
     """
-    resolutions = _check(engine_config)
+    resolutions = checked_resolutions(engine_config)
     views = engine_config.stats.view_names
     if view is not None and view not in views:
         raise ConfigError(f"--view: {view!r} is not a configured view ({', '.join(views)})")
@@ -136,12 +137,13 @@ def run_spark_report(
         if rows == 0:
             return []
         flows = spark.read.schema(FLOW_SCHEMA).parquet(directory)
-        payloads = SparkStats(engine_config.stats, intervals).compute(flows, _exporter_key(session.exporters))
+        payloads = SparkStats(engine_config.stats, intervals).compute(flows, exporter_key(session.exporters))
     results = [r.to_json() for r in window_results(payloads, views)]
     return [r for r in results if view is None or r["view"] == view]
 
 
-def _exporter_key(exporters: ExporterTable) -> Any:
+def exporter_key(exporters: ExporterTable) -> Any:
+    """Exporter index → (address, domain) in ``exporters`` (``("?", 0)`` for an index it lacks)."""
     def key(index: int) -> tuple[str, int]:
         return exporters.key_of(index) if index < len(exporters) else ("?", 0)
 
@@ -178,7 +180,7 @@ class StreamingReport:
         self.spark = spark
         self.json_input = json_input if json_input is not None else JsonInput()  # which JSON the lines are
         self.config = engine_config
-        self.resolutions = _check(engine_config)
+        self.resolutions = checked_resolutions(engine_config)
         self.work = Path(work_dir)
         (self.work / "flows").mkdir(parents=True, exist_ok=True)
         (self.work / "state").mkdir(parents=True, exist_ok=True)
@@ -257,7 +259,7 @@ class StreamingReport:
             selected = test if selected is None else selected | test
         assert selected is not None
         flows = self.spark.read.schema(FLOW_SCHEMA).parquet(str(self.work / "flows")).filter(selected)
-        payloads = self.stats.compute(flows, _exporter_key(exporters))
+        payloads = self.stats.compute(flows, exporter_key(exporters))
         results = [
             WindowResult(r.resolution, r.duration_ms, r.start_ms, r.view, (r.duration_ms, r.start_ms) in final,
                          r.payload).to_json()
@@ -313,9 +315,12 @@ def cmd_spark(args: Any) -> int:
 
             flows = parquet_flows(spark, parquet_source, max_files_per_trigger=args.max_files_per_trigger,
                                   clean_source=args.clean_source)
-            query, _ = start_parquet_stream(spark, flows, config.engine, args.work_dir, StoreSink(store),
-                                            trigger_seconds=args.trigger)
+            query, report = start_parquet_stream(spark, flows, config.engine, args.work_dir, StoreSink(store),
+                                                 trigger_seconds=args.trigger,
+                                                 coarse_refresh_s=getattr(args, "coarse_refresh", 10.0))
+            refresh = report.refresh
         else:
+            refresh = None
             query, _ = start_stream(spark, socket_lines(spark, host.strip("[]"), int(port)), config.engine,
                                     args.work_dir, StoreSink(store), trigger_seconds=args.trigger,
                                     json_input=JsonInput(getattr(args, "input_format", "flowscope"),
@@ -328,7 +333,11 @@ def cmd_spark(args: Any) -> int:
         # Wait in short steps so a signal stops the query between micro-batches, not inside one.
         while not stop.is_set() and query.isActive:
             query.awaitTermination(1)
+            if refresh is not None:  # provisional results of the coarse windows held back while idle
+                refresh()
         query.stop()
+        if refresh is not None:  # the newest sums of the open coarse windows, before the store closes
+            refresh(force=True)
         if query.exception() is not None:
             print(f"flowscope: the Spark query failed: {query.exception()}", file=sys.stderr)
             return 1

@@ -38,7 +38,7 @@ from flowscope.model import address_text
 from flowscope.spark.columns import filter_column
 from flowscope.spark.hosts import SparkHosts
 
-__all__ = ["SparkStats", "WindowKey"]
+__all__ = ["SparkStats", "WindowKey", "WindowTotals"]
 
 WindowKey = tuple[int, int, str]  # (interval ms, window start ms, view)
 ExporterKey = Callable[[int], tuple[str, int]]  # exporter index → (address, domain)
@@ -69,7 +69,9 @@ def _add(total: dict[str, int], values: dict[str, int]) -> None:
 
 
 @dataclass(slots=True)
-class _Window:
+class WindowTotals:
+    """One window's totals per protocol class, its web traffic and its late flows (one view)."""
+
     by_class: dict[str, dict[str, int]]
     web: dict[str, int]
     late_flows: int = 0
@@ -157,10 +159,10 @@ class SparkStats:
             sums = web_rows.groupBy(*_GROUP, F.col(role).alias("address")).agg(*_sums())
             tops[role] = self._ranked(sums, _GROUP, "address").collect()
 
-        windows: dict[WindowKey, _Window] = {}
+        windows: dict[WindowKey, WindowTotals] = {}
         for row in classes:
             key = (int(row["interval_ms"]), int(row["start_ms"]), str(row["view"]))
-            window = windows.setdefault(key, _Window({name: _zero() for name in PROTOCOL_CLASSES}, _zero()))
+            window = windows.setdefault(key, WindowTotals({name: _zero() for name in PROTOCOL_CLASSES}, _zero()))
             window.by_class[PROTOCOL_CLASSES[int(row["cls"])]] = _metrics(row)
             _add(window.web, _metrics(row, "web_"))
             window.late_flows += int(row["late"] or 0)
@@ -193,18 +195,20 @@ class SparkStats:
         for interval, start in sorted(occupied):
             for view in self.filters:
                 key = (interval, start, view)
-                window = windows.get(key) or _Window({name: _zero() for name in PROTOCOL_CLASSES}, _zero())
-                payloads[key] = self._payload(key, window, by_exporter, port_lists, address_lists, exporter_key)
+                window = windows.get(key) or WindowTotals({name: _zero() for name in PROTOCOL_CLASSES}, _zero())
+                payloads[key] = self.payload(key, window, by_exporter, port_lists, address_lists, exporter_key)
                 if view == "all":  # host statistics: the unfiltered view only, as in the embedded engine
                     payloads[key]["hosts"] = hosts.get((interval, start)) or self.hosts.empty()
         return payloads
 
-    def _payload(
-        self, key: WindowKey, window: _Window, by_exporter: dict[WindowKey, list[tuple[int, dict[str, int]]]],
+    def payload(
+        self, key: WindowKey, window: WindowTotals, by_exporter: dict[WindowKey, list[tuple[int, dict[str, int]]]],
         port_lists: dict[tuple[WindowKey, int, str], list[tuple[int, int, dict[str, int]]]],
         address_lists: dict[tuple[WindowKey, str, str], list[tuple[int, bytes, dict[str, int]]]],
         exporter_key: ExporterKey,
     ) -> dict[str, Any]:
+        """The result payload of one (interval, window, view) from its sums and ranked lists (the
+        embedded engine's shape); shared by the batch report and the Parquet stream."""
         totals = _zero()
         for values in window.by_class.values():
             _add(totals, values)

@@ -1,4 +1,4 @@
-"""The scalable streaming path: collectors' Parquet files → Spark's file source → incremental state → store.
+"""The scalable streaming path: collectors' Parquet files → Spark's file source → per-window sums → store.
 
 ``flowscope collect --parquet-dir DIR`` writes complete Parquet files into DIR
 (``export.parquet``); ``flowscope spark --parquet-source DIR`` reads them with Spark's file source
@@ -8,45 +8,49 @@ replays exactly those) and computes the statistics incrementally (``IncrementalR
 1. the flow rows of a micro-batch never reach the driver: one small aggregation (finest window
    start × exporter) gives the driver what the late rule and the exporter table need
    (``ArrivalOrder.place``), and the windows and exporter indices become Spark column expressions;
-2. the flows are reduced to *partial sums* per (interval, window, view, facet, key), where a
-   facet is one of the sums the results need: per protocol class, web traffic, late flows, per
-   exporter, per (protocol, port), per web server and per web client address;
-3. the partial sums of the windows still open are merged with the state of the batch before
-   (``WORK/state/v-<id-1>``: the same sums, for open windows only) and written as
-   ``WORK/state/v-<id>``; the work per micro-batch grows with the number of distinct keys of the
-   open windows, not with their flows (the hour window costs what its distinct ports and
-   addresses cost);
-4. every window that received flows or became due is ranked from that state (``row_number``,
-   the tie rules of ``spark.stats``) and assembled into the embedded engine's payloads, then
-   upserted into the store, provisional or final.
+2. Spark reduces the flows to *partial sums* per (finest window, view, facet, key), where a facet
+   is one of the sums the results need: per protocol class, web traffic, late flows, per
+   exporter, per (protocol, port), per web server and per web client address; only these sums
+   reach the driver (as Arrow), their size bounded by the batch's distinct keys;
+3. the driver rolls them up to every window length and merges them into the state of each
+   window they touched (``spark.partials``: numpy, one file per window and version under
+   ``WORK/state``); windows the batch did not touch are neither read nor written;
+4. the finest windows that received flows are ranked and upserted every micro-batch
+   (provisional); the coarser ones (minute, hour) at most every ``coarse_refresh_s`` seconds, as
+   their top lists of tens of thousands of keys change little from one second to the next; every
+   window's final result is written once, when it becomes due (end + grace reached by the data).
 
-A replayed micro-batch starts from the bookkeeping and state of the batch before it and rewrites
-the same state version and the same results: the store never double counts.
+A replayed micro-batch starts from the bookkeeping of the batch before it, which names the state
+version of every open window, and rewrites the same versions and the same results: the store
+never double counts.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections import defaultdict
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+import numpy.typing as npt
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812  (the usual spelling)
 from pyspark.sql.streaming.query import StreamingQuery
 
 from flowscope.aggregate.engine import EngineConfig, WindowResult
-from flowscope.aggregate.stats import METRICS, PROTOCOL_CLASSES, TCP, UDP
+from flowscope.aggregate.stats import TCP, UDP
 from flowscope.collect import PathLike
 from flowscope.errors import ConfigError
 from flowscope.export.parquet import FILE_COLUMNS
 from flowscope.model import ExporterTable
-from flowscope.spark.job import _check, _exporter_key, window_results
+from flowscope.spark import partials
+from flowscope.spark.job import checked_resolutions, exporter_key, window_results
+from flowscope.spark.partials import Window, WindowSums, payload_inputs, rank_window, window_dir
 from flowscope.spark.sources import ArrivalOrder
-from flowscope.spark.stats import SparkStats, WindowKey, _Window
+from flowscope.spark.stats import SparkStats, WindowKey
 
 __all__ = ["FILE_SCHEMA", "IncrementalReport", "parquet_flows", "start_parquet_stream"]
 
@@ -54,10 +58,12 @@ __all__ = ["FILE_SCHEMA", "IncrementalReport", "parquet_flows", "start_parquet_s
 FILE_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in FILE_COLUMNS)
 
 _TIME_COLUMNS = {"received": "time_received", "start": "time_start", "end": "time_end"}
-# Facets of the partial sums (the ``kind`` column); ``num`` and ``address`` are the key within one.
-CLASS, WEB, LATE, EXPORTER, PORT, SERVER, CLIENT = range(7)
-_KEY = ("interval_ms", "start_ms", "view", "kind", "num", "address")
-_SUM_TYPE = "decimal(38,0)"
+_KEY = ("start_ms", "view", "kind", "num", "hi", "lo")
+# packets and bytes are unsigned 64-bit (DECIMAL(20,0) in Spark): summed as two long halves, exact,
+# and joined on the driver into uint64 (wrapping as the embedded engine's counters do).
+_HALF = 1 << 32
+_SPLIT = ("flows", "packets_hi", "packets_lo", "bytes_hi", "bytes_lo")
+DEFAULT_COARSE_REFRESH_S = 10.0
 
 
 def parquet_flows(spark: SparkSession, directory: PathLike, *, max_files_per_trigger: int = 1000,
@@ -84,94 +90,121 @@ def parquet_flows(spark: SparkSession, directory: PathLike, *, max_files_per_tri
     return frame
 
 
-def _facet(kind: int, num: Column, address: Column | None = None, when: Column | None = None) -> Column:
+def _facet(kind: int, num: Column, hi: Column | None = None, lo: Column | None = None,
+           when: Column | None = None) -> Column:
     value = F.struct(
         F.lit(kind).alias("kind"), num.cast("long").alias("num"),
-        (address if address is not None else F.lit(b"")).cast("binary").alias("address"),
+        (hi if hi is not None else F.lit(0)).cast("long").alias("hi"),
+        (lo if lo is not None else F.lit(0)).cast("long").alias("lo"),
     )
     return value if when is None else F.when(when, value)
 
 
-def _sums() -> list[Column]:
-    return [F.sum("flows").alias("flows"), *(F.sum(name).cast(_SUM_TYPE).alias(name) for name in ("packets", "bytes"))]
+def _halves(name: str) -> list[Column]:
+    low = F.pmod(F.col(name), F.lit(_HALF))
+    return [((F.col(name) - low) / F.lit(_HALF)).cast("long").alias(f"{name}_hi"), low.cast("long").alias(f"{name}_lo")]
 
 
-def _empty_window() -> _Window:
-    return _Window({name: dict.fromkeys(METRICS, 0) for name in PROTOCOL_CLASSES}, dict.fromkeys(METRICS, 0))
-
-
-def _select_windows(windows: set[tuple[int, int]]) -> Column:
-    test: Column | None = None
-    for duration in sorted({d for d, _ in windows}):
-        starts = sorted(s for d, s in windows if d == duration)
-        part = (F.col("interval_ms") == F.lit(duration)) & F.col("start_ms").isin(starts)
-        test = part if test is None else test | part
-    return test if test is not None else F.lit(False)
+def _joined(high: npt.NDArray[np.int64], low: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    with np.errstate(over="ignore"):
+        joined: npt.NDArray[np.uint64] = (high.astype(np.uint64) << np.uint64(32)) + low.astype(np.uint64)
+    return joined
 
 
 class IncrementalReport:
-    """``foreachBatch`` handler of ``flowscope spark --parquet-source``: flow files → store results."""
+    """``foreachBatch`` handler of ``flowscope spark --parquet-source``: flow files → store results.
 
-    def __init__(self, spark: SparkSession, engine_config: EngineConfig, work_dir: PathLike, sink: Any) -> None:
+    ``coarse_refresh_s``: provisional results of the windows longer than the finest at most this
+    often (0: every micro-batch); ``refresh()`` writes those held back (call it when the stream
+    is idle: ``cmd_spark`` does, every second).
+    """
+
+    def __init__(self, spark: SparkSession, engine_config: EngineConfig, work_dir: PathLike, sink: Any,
+                 *, coarse_refresh_s: float = DEFAULT_COARSE_REFRESH_S) -> None:
         self.spark = spark
         self.config = engine_config
-        self.resolutions = _check(engine_config)
+        self.resolutions = checked_resolutions(engine_config)
         if engine_config.stats.local_networks or engine_config.stats.watched_hosts:
             raise ConfigError("stats.local_networks / stats.watched_hosts: host statistics are not on the Parquet "
                               "stream yet (their partial sums are not kept); use the embedded engine for them")
         if engine_config.time_base not in _TIME_COLUMNS:
             raise ConfigError(f"engine.time_base: {engine_config.time_base!r} is not supported by the Spark engine")
+        if coarse_refresh_s < 0:
+            raise ConfigError("--coarse-refresh must not be negative")
         self.work = Path(work_dir)
         self.sink = sink
+        self.coarse_refresh_s = coarse_refresh_s
         self.finest_ms = self.resolutions[0].duration_ms
         self.intervals_ms = [r.duration_ms for r in self.resolutions]
         # Flow rows get their derived columns (view, class, web, server, client) at the finest window.
         self.rows = SparkStats(engine_config.stats, [self.finest_ms])
         self.stats = SparkStats(engine_config.stats, self.intervals_ms)
+        self.views = list(self.stats.filters)
         self.batches = 0
         self.first_batch_id: int | None = None  # the first micro-batch this instance ran (a replay after a restart)
+        self._cache: dict[Window, tuple[int, WindowSums]] = {}  # window → (state version, its sums)
+        self._held: set[Window] = set()  # coarse windows changed since their last provisional result
+        self._refreshed_s = float("-inf")  # monotonic time of the last coarse refresh
+        self._exporters = ExporterTable()
+        self._lock = threading.Lock()  # process() and refresh() come from different threads
 
     # bookkeeping ---------------------------------------------------------------------------------
-    def _load(self, batch_id: int) -> tuple[ArrivalOrder, ExporterTable, set[tuple[int, int]], int | None]:
+    def _load(self, batch_id: int) -> tuple[ArrivalOrder, ExporterTable, dict[Window, int]]:
         order = ArrivalOrder(self.resolutions, self.config.time_base, self.config.grace_ms)
         exporters = ExporterTable()
-        pending: set[tuple[int, int]] = set()
-        version: int | None = None
+        versions: dict[Window, int] = {}
         earlier = sorted(int(p.stem) for p in (self.work / "books").glob("*.json") if int(p.stem) < batch_id)
         if earlier:
             saved = json.loads((self.work / "books" / f"{earlier[-1]}.json").read_text())
             order.restore(saved["order"])
             for address, domain in saved["exporters"]:
                 exporters.index_of(address, domain)
-            pending = {(int(d), int(s)) for d, s in saved["pending"]}
-            version = saved["state"]
-        return order, exporters, pending, version
+            versions = {(int(d), int(s)): int(v) for d, s, v in saved["open"]}
+        return order, exporters, versions
 
-    def _save(self, batch_id: int, order: ArrivalOrder, exporters: ExporterTable, pending: set[tuple[int, int]],
-              version: int | None) -> None:
-        books = {"order": order.state(), "exporters": exporters.entries(), "pending": sorted(pending),
-                 "state": version}
+    def _save(self, batch_id: int, order: ArrivalOrder, exporters: ExporterTable, versions: dict[Window, int],
+              before: dict[Window, int]) -> None:
+        books = {"order": order.state(), "exporters": exporters.entries(),
+                 "open": sorted([d, s, v] for (d, s), v in versions.items())}
         target = self.work / "books" / f"{batch_id}.json"
         temporary = target.with_suffix(".tmp")
         temporary.write_text(json.dumps(books))
         os.replace(temporary, target)
-        # A restart replays the last batch at most: it needs the books and state of the batch before.
+        # A restart replays the last batch at most: it needs the books of the batch before and
+        # the state versions they name; everything else can go.
         for old in (self.work / "books").glob("*.json"):
             if int(old.stem) < batch_id - 2:
                 old.unlink(missing_ok=True)
-        for old in (self.work / "state").glob("v-*"):
-            number = int(old.name.removeprefix("v-"))
-            if number < batch_id - 2 and number != version:
-                shutil.rmtree(old, ignore_errors=True)
+        keep = {(window, version) for window, version in (*versions.items(), *before.items())}
+        state = self.work / "state"
+        for directory in state.iterdir():
+            interval, _, start = directory.name.partition("-")
+            if not (interval.isdigit() and start.lstrip("-").isdigit()):
+                continue
+            window = (int(interval), int(start))
+            for file in directory.glob("v-*.npz"):
+                if (window, int(file.stem.removeprefix("v-"))) not in keep:
+                    file.unlink(missing_ok=True)
+            if not any(directory.iterdir()):
+                directory.rmdir()
 
-    def _state_path(self, version: int) -> str:
-        return str(self.work / "state" / f"v-{version:08d}")
+    def _state(self, window: Window, version: int | None) -> WindowSums:
+        if version is None:
+            return WindowSums.empty()
+        cached = self._cache.get(window)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        return WindowSums.load(window_dir(self.work / "state", window) / f"v-{version:08d}.npz")
 
     # one micro-batch -----------------------------------------------------------------------------
     def process(self, frame: DataFrame, batch_id: int) -> None:
+        with self._lock:
+            self._process(frame, batch_id)
+
+    def _process(self, frame: DataFrame, batch_id: int) -> None:
         (self.work / "books").mkdir(parents=True, exist_ok=True)
         (self.work / "state").mkdir(parents=True, exist_ok=True)
-        order, exporters, pending, version = self._load(batch_id)
+        order, exporters, before = self._load(batch_id)
         if self.first_batch_id is None:
             self.first_batch_id = batch_id
         time_column = F.col(_TIME_COLUMNS[self.config.time_base])
@@ -180,7 +213,7 @@ class IncrementalReport:
         keys = frame.groupBy(raw_start.alias("start"), "exporter", "domain").agg(
             F.min("time_received").alias("first_ms")).collect()
         if not keys:
-            self._save(batch_id, order, exporters, pending, version)
+            self._save(batch_id, order, exporters, before, before)
             return
         first_seen: dict[tuple[str, int], int] = {}
         for row in keys:
@@ -202,110 +235,106 @@ class IncrementalReport:
             "*", window.alias("window"), late_column.alias("late"),
             mapping[F.concat_ws("|", F.col("exporter"), F.col("domain").cast("string"))].alias("exporter_index"),
         ).drop("exporter").withColumnRenamed("exporter_index", "exporter")
-        touched: set[tuple[int, int]] = set()
-        for start in np.unique(placed).tolist():
-            touched.update((r.duration_ms, r.start_of(start)) for r in self.resolutions)
+
+        versions = dict(before)
+        touched: set[Window] = set()
+        for window_key, sums in self._rolled_up(self._partials(flows)).items():
+            merged = self._state(window_key, before.get(window_key)).merged(sums)
+            merged.save(window_dir(self.work / "state", window_key) / f"v-{batch_id:08d}.npz")
+            self._cache[window_key] = (batch_id, merged)
+            versions[window_key] = batch_id
+            touched.add(window_key)
         order.tick()
         now = order.watermark_ms if order.watermark_ms is not None else 0
-        due = {(d, s) for d, s in pending | touched if s + d + self.config.grace_ms <= now}
-
-        # Kept in memory between writing it and ranking from it (else Spark would compute it twice).
-        state = self._merge(flows, pending, version).persist()
-        try:
-            state.write.mode("overwrite").parquet(self._state_path(batch_id))
-            self._emit(state, touched | due, due, exporters)
-        finally:
-            state.unpersist()
-        self._save(batch_id, order, exporters, (pending | touched) - due, batch_id)
+        due = {(d, s) for d, s in versions if s + d + self.config.grace_ms <= now}
+        coarse = {w for w in touched if w[0] != self.finest_ms}
+        self._held = (self._held | coarse) - due
+        provisional = {w for w in touched if w[0] == self.finest_ms} - due
+        if time.monotonic() - self._refreshed_s >= self.coarse_refresh_s:
+            provisional |= self._held
+            self._held = set()
+            self._refreshed_s = time.monotonic()
+        self._exporters = exporters
+        self._emit({w: self._state(w, versions[w]) for w in provisional | due}, due, exporters)
+        for window_key in due:
+            del versions[window_key]
+            self._cache.pop(window_key, None)
+        self._save(batch_id, order, exporters, versions, before)
         self.batches += 1
 
+    def refresh(self, *, force: bool = False) -> None:
+        """Writes the provisional results held back by ``coarse_refresh_s`` once it has passed (``force``: now)."""
+        with self._lock:
+            if not self._held or (not force and time.monotonic() - self._refreshed_s < self.coarse_refresh_s):
+                return
+            windows = {w: self._cache[w][1] for w in self._held if w in self._cache}
+            self._held = set()
+            self._refreshed_s = time.monotonic()
+            self._emit(windows, set(), self._exporters)
+
     def _partials(self, flows: DataFrame) -> DataFrame:
-        """One micro-batch's flows as facet rows per (interval, window, view, facet, key), to be summed."""
+        """One micro-batch's flows as summed facet rows per (finest window, view, facet, key)."""
         rows = self.rows.rows(flows)
         protocol, web = F.col("protocol"), F.col("web")
         in_ports = protocol.isin(TCP, UDP)
+        to_server = F.col("server") == F.col("dst_addr")  # rows() picks the server side the same way
+        server_hi, server_lo = (F.when(to_server, F.col(f"dst_{half}")).otherwise(F.col(f"src_{half}"))
+                                for half in ("hi", "lo"))
+        client_hi, client_lo = (F.when(to_server, F.col(f"src_{half}")).otherwise(F.col(f"dst_{half}"))
+                                for half in ("hi", "lo"))
         facets = [
-            _facet(CLASS, F.col("cls")),
-            _facet(WEB, F.lit(0), when=web),
-            _facet(LATE, F.lit(0), when=F.col("late")),
-            _facet(EXPORTER, F.col("exporter")),
-            _facet(PORT, protocol * 65536 + F.col("dst_port"), when=in_ports),
-            _facet(SERVER, F.lit(0), F.col("server"), when=web),
-            _facet(CLIENT, F.lit(0), F.col("client"), when=web),
+            _facet(partials.CLASS, F.col("cls")),
+            _facet(partials.WEB, F.lit(0), when=web),
+            _facet(partials.LATE, F.lit(0), when=F.col("late")),
+            _facet(partials.EXPORTER, F.col("exporter")),
+            _facet(partials.PORT, protocol * 65536 + F.col("dst_port"), when=in_ports),
+            _facet(partials.SERVER, F.lit(0), server_hi, server_lo, when=web),
+            _facet(partials.CLIENT, F.lit(0), client_hi, client_lo, when=web),
         ]
         if self.config.stats.port_side == "either":  # a flow counts for its source port too
-            facets.append(_facet(PORT, protocol * 65536 + F.col("src_port"), when=in_ports))
-        exploded = (
-            rows.select("start_ms", "view", *METRICS, F.explode(F.array(*facets)).alias("f"))
+            facets.append(_facet(partials.PORT, protocol * 65536 + F.col("src_port"), when=in_ports))
+        view_index = F.create_map(*(F.lit(part) for index, name in enumerate(self.views) for part in (name, index)))
+        return (
+            rows.select("start_ms", view_index[F.col("view")].alias("view"), "flows", *_halves("packets"),
+                        *_halves("bytes"), F.explode(F.array(*facets)).alias("f"))
             .filter(F.col("f").isNotNull())
-            .select("start_ms", "view", "f.kind", "f.num", "f.address", *METRICS)
+            .groupBy("start_ms", "view", "f.kind", "f.num", "f.hi", "f.lo")
+            .agg(*(F.sum(name).alias(name) for name in _SPLIT))
         )
-        # One row per (flow, view, facet, interval): summed map-side before the one shuffle of ``_merge``.
-        interval = F.explode(F.array(*(F.lit(d).cast("long") for d in self.intervals_ms))).alias("interval_ms")
-        return exploded.select(interval, "*").withColumn(
-            "start_ms", F.col("start_ms") - F.pmod(F.col("start_ms"), F.col("interval_ms")))
 
-    def _merge(self, flows: DataFrame, pending: set[tuple[int, int]], version: int | None) -> DataFrame:
-        """The state after this batch: earlier sums of the windows still open plus this batch's."""
-        fresh = self._partials(flows).select(*_KEY, "flows", "packets", "bytes")
-        if version is not None and pending:
-            earlier = self.spark.read.parquet(self._state_path(version)).filter(_select_windows(pending))
-            fresh = fresh.unionByName(earlier.select(*_KEY, "flows", "packets", "bytes"))
-        return fresh.groupBy(*_KEY).agg(*_sums())
+    def _rolled_up(self, partials: DataFrame) -> dict[Window, WindowSums]:
+        """The batch's partial sums (to the driver as Arrow) per window of every length."""
+        table = partials.toArrow()
+        if table.num_rows == 0:
+            return {}
+        column = {name: table.column(name).to_numpy().astype(np.int64) for name in (*_KEY, *_SPLIT)}
+        keys = np.stack([column[name] for name in _KEY[1:]], axis=1)
+        sums = np.stack([column["flows"].astype(np.uint64), _joined(column["packets_hi"], column["packets_lo"]),
+                         _joined(column["bytes_hi"], column["bytes_lo"])], axis=1)
+        found: dict[Window, WindowSums] = {}
+        for interval in self.intervals_ms:
+            starts = column["start_ms"] - column["start_ms"] % interval
+            for start in np.unique(starts).tolist():
+                rows = starts == start
+                found[(interval, int(start))] = WindowSums.combined(keys[rows], sums[rows])
+        return found
 
-    def _emit(self, state: DataFrame, windows: set[tuple[int, int]], final: set[tuple[int, int]],
-              exporters: ExporterTable) -> None:
-        selected = state.filter(_select_windows(windows))
-        totals = selected.filter(F.col("kind") <= EXPORTER)
-        lists = selected.filter(F.col("kind") > EXPORTER).withColumn(
-            "grp", F.when(F.col("kind") == PORT, F.floor(F.col("num") / 65536)).otherwise(F.lit(0)))
-        for metric in METRICS:
-            order = Window.partitionBy("interval_ms", "start_ms", "view", "kind", "grp").orderBy(
-                F.col(metric).desc(), F.col("num").asc(), F.col("address").asc())
-            lists = lists.withColumn(f"rank_{metric}", F.row_number().over(order))
-        best = F.least(*(F.col(f"rank_{metric}") for metric in METRICS))
+    def _emit(self, windows: dict[Window, WindowSums], final: set[Window], exporters: ExporterTable) -> None:
+        if not windows:
+            return
+        key_of = exporter_key(exporters)
         top_n = self.config.stats.top_n
-        found = totals.unionByName(lists.filter(best <= F.lit(top_n)).drop("grp"), allowMissingColumns=True).collect()
-
-        windows_of: dict[WindowKey, _Window] = {}
-        by_exporter: dict[WindowKey, list[tuple[int, dict[str, int]]]] = defaultdict(list)
-        port_lists: dict[tuple[WindowKey, int, str], list[tuple[int, int, dict[str, int]]]] = defaultdict(list)
-        address_lists: dict[tuple[WindowKey, str, str], list[tuple[int, bytes, dict[str, int]]]] = defaultdict(list)
-        for row in found:
-            key = (int(row["interval_ms"]), int(row["start_ms"]), str(row["view"]))
-            kind, num = int(row["kind"]), int(row["num"])
-            values = {name: int(row[name] or 0) for name in METRICS}
-            if kind <= LATE:
-                window = windows_of.setdefault(key, _empty_window())
-                if kind == CLASS:
-                    window.by_class[PROTOCOL_CLASSES[num]] = values
-                elif kind == WEB:
-                    window.web = values
-                else:
-                    window.late_flows = values["flows"]
-            elif kind == EXPORTER:
-                by_exporter[key].append((num, values))
-            elif kind == PORT:
-                for metric in METRICS:
-                    rank = int(row[f"rank_{metric}"])
-                    if rank <= top_n and values[metric] > 0:
-                        port_lists[(key, num >> 16, metric)].append((rank, num & 0xFFFF, values))
-            else:
-                role = "server" if kind == SERVER else "client"
-                for metric in METRICS:
-                    rank = int(row[f"rank_{metric}"])
-                    if rank <= top_n:
-                        address_lists[(key, role, metric)].append((rank, bytes(row["address"]), values))
-
-        exporter_key = _exporter_key(exporters)
         payloads: dict[WindowKey, dict[str, Any]] = {}
-        occupied = {(interval, start) for interval, start, view in windows_of if view == "all"}
-        for interval, start in occupied:
-            for view in self.stats.filters:
+        for (interval, start), sums in windows.items():
+            if not len(sums):
+                continue
+            for index, view in enumerate(self.views):
                 key = (interval, start, view)
+                ranked = rank_window(sums, index, top_n)
+                by_exporter, port_lists, address_lists = payload_inputs(key, ranked)
                 # The one payload builder of both paths (spark.stats), so the JSON shapes cannot drift.
-                payloads[key] = self.stats._payload(
-                    key, windows_of.get(key) or _empty_window(), by_exporter, port_lists, address_lists, exporter_key)
+                payloads[key] = self.stats.payload(key, ranked.totals, by_exporter, port_lists, address_lists,
+                                                   key_of)
                 if view == "all":  # host statistics are refused above: their empty section, as the engine's
                     payloads[key]["hosts"] = self.stats.hosts.empty()
         results = [
@@ -318,10 +347,10 @@ class IncrementalReport:
 
 def start_parquet_stream(
     spark: SparkSession, flows: DataFrame, engine_config: EngineConfig, work_dir: PathLike, sink: Any,
-    *, trigger_seconds: float = 1.0,
+    *, trigger_seconds: float = 1.0, coarse_refresh_s: float = DEFAULT_COARSE_REFRESH_S,
 ) -> tuple[StreamingQuery, IncrementalReport]:
     """Starts the streaming query on ``parquet_flows``: micro-batches → ``IncrementalReport`` → ``sink``."""
-    report = IncrementalReport(spark, engine_config, work_dir, sink)
+    report = IncrementalReport(spark, engine_config, work_dir, sink, coarse_refresh_s=coarse_refresh_s)
     writer: Any = flows.writeStream.foreachBatch(report.process)
     query: StreamingQuery = (
         writer.option("checkpointLocation", str(Path(work_dir) / "checkpoint"))
