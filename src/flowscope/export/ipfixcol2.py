@@ -270,7 +270,7 @@ _TYPED_LENGTHS = {"uint": range(1, 9), "int": range(1, 9), "float": (4, 8), "mac
 _PYTHON_TYPES: dict[str, type] = {"uint": int, "int": int, "float": float, "mac": str, "time_s": int, "time_ms": int}
 
 # ipfixcol2 src/plugins/output/json/src/protocols.cpp (generated from /etc/protocols by awk).
-_PROTOCOL_NAMES = (
+PROTOCOL_NAMES = (
     "IP", "ICMP", "IGMP", "GGP", "IPv4", "ST", "TCP", "CBT", "EGP", "IGP", "BBN-RCC-MON", "NVP-II", "PUP", "ARGUS",
     "EMCON", "XNET", "CHAOS", "UDP", "MUX", "DCN-MEAS", "HMP", "PRM", "XNS-IDP", "TRUNK-1", "TRUNK-2", "LEAF-1",
     "LEAF-2", "RDP", "IRTP", "ISO-TP4", "NETBLT", "MFE-NSP", "MERIT-INP", "DCCP", "3PC", "IDPR", "XTP", "DDP",
@@ -284,7 +284,7 @@ _PROTOCOL_NAMES = (
     "FIRE", "CRTP", "CRUDP", "SSCOPMCE", "IPLT", "SPS", "PIPE", "SCTP", "FC", "RSVP-E2E-IGNORE", "Mobility-Header",
     "UDPLite", "MPLS-in-IP", "manet", "HIP", "Shim6", "WESP", "ROHC",
 )
-_PROTOCOLS = tuple(f'"{name}"' for name in _PROTOCOL_NAMES) + tuple(f'"{n}"' for n in range(143, 256))
+_PROTOCOLS = tuple(f'"{name}"' for name in PROTOCOL_NAMES) + tuple(f'"{n}"' for n in range(143, 256))
 
 _SEMANTICS = {0: "noneOf", 1: "exactlyOneOf", 2: "oneOrMoreOf", 3: "allOf", 4: "ordered"}
 _ESCAPES = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x08: "\\b", 0x0C: "\\f"}

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from flowscope.collect import PathLike
 from flowscope.decode.session import DecoderSession
 from flowscope.errors import ConfigError
-from flowscope.export.ipfixcol2 import _PROTOCOL_NAMES  # the libfds / IPFIXcol2 protocol names
+from flowscope.export.ipfixcol2 import PROTOCOL_NAMES  # the libfds / IPFIXcol2 protocol names
 from flowscope.metrics import Counters
 from flowscope.model import FLOW_COLUMNS, IPV4_MAPPED_PREFIX, ExporterTable, FlowBatch
 from flowscope.normalize import Normalizer
@@ -96,7 +96,7 @@ _SOURCE_ADDRESS, _DOMAIN, _EXPORT_TIME, _TYPE = "ipfix:srcAddr", "ipfix:odid", "
 _PREFIX = {"ipfixcol": "ipfix.", "ipfixcol2": "iana:"}
 _FLOWSCOPE_KEYS = tuple(part.split(" ")[0] for part in JSON_SCHEMA.split(", "))
 _UINT64_MAX_TEXT = str((1 << 64) - 1)
-_PROTOCOL_LOOKUP = pa.array([name.upper() for name in _PROTOCOL_NAMES])
+_PROTOCOL_LOOKUP = pa.array([name.upper() for name in PROTOCOL_NAMES])
 _FLAG_BITS = tuple(zip("UAPRSF", (0x20, 0x10, 0x08, 0x04, 0x02, 0x01), strict=True))
 _ISO_TIME = (r"^(?P<date>\d{4}-\d{2}-\d{2})T(?P<hour>\d{1,2}):(?P<minute>\d{1,2}):(?P<second>\d{1,2})"
              r"(?:\.(?P<fraction>\d{1,9}))?(?P<zone>Z?)$")
