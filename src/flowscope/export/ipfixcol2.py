@@ -114,7 +114,7 @@ from flowscope.decode.templates import VARIABLE_LENGTH, FieldSpec, Template
 from flowscope.decode.v9 import V9_SCOPE_PEN
 from flowscope.decode.values import FieldValue, field_values
 
-__all__ = ["Ipfixcol2Formatter", "Ipfixcol2Options", "TemplateLookup"]
+__all__ = ["PROTOCOL_NAMES", "Ipfixcol2Formatter", "Ipfixcol2Options", "TemplateLookup"]
 
 TemplateLookup = Callable[[str, int, int], Template | None]
 """(exporter, observation domain, template id) -> template; ``TemplateStore.get`` fits."""
