@@ -40,19 +40,29 @@ from flowscope.model import ExporterTable, FlowBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FILE_COLUMNS", "ParquetOutput", "ParquetWriter", "ParquetWriterConfig", "flow_file_table"]
+__all__ = [
+    "COUNTER_COLUMNS",
+    "FILE_COLUMNS",
+    "INT32_COLUMNS",
+    "INT64_COLUMNS",
+    "ParquetOutput",
+    "ParquetWriter",
+    "ParquetWriterConfig",
+    "flow_columns",
+    "flow_file_table",
+]
 
-_INT32_COLUMNS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos")
-_INT64_COLUMNS = ("in_if", "out_if", "src_as", "dst_as")
-_COUNTER_COLUMNS = ("packets", "bytes")
+INT32_COLUMNS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos")
+INT64_COLUMNS = ("in_if", "out_if", "src_as", "dst_as")
+COUNTER_COLUMNS = ("packets", "bytes")
 
 # The columns of a flow file with their Spark SQL types (DDL order = file order).
 FILE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("exporter", "STRING"), ("domain", "BIGINT"),
     ("time_received", "BIGINT"), ("time_start", "BIGINT"), ("time_end", "BIGINT"),
-    *((name, "INT") for name in _INT32_COLUMNS),
-    *((name, "BIGINT") for name in _INT64_COLUMNS),
-    *((name, "DECIMAL(20,0)") for name in _COUNTER_COLUMNS),
+    *((name, "INT") for name in INT32_COLUMNS),
+    *((name, "BIGINT") for name in INT64_COLUMNS),
+    *((name, "DECIMAL(20,0)") for name in COUNTER_COLUMNS),
     ("src_addr", "BINARY"), ("dst_addr", "BINARY"),
     ("src_hi", "BIGINT"), ("src_lo", "BIGINT"), ("dst_hi", "BIGINT"), ("dst_lo", "BIGINT"),
 )
@@ -80,6 +90,31 @@ def _words(column: npt.NDArray) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.i
     return pairs[:, 0], pairs[:, 1]
 
 
+def flow_columns(batch: FlowBatch) -> dict[str, Any]:
+    """The measured columns of a flow row as Arrow arrays, shared by the collector's flow files and
+    the Spark engine's own flow tables: times (int64), ports/protocol/flags/ToS (int32),
+    interfaces and AS numbers (int64), packets and bytes (unsigned 64-bit: DECIMAL(20,0) in Spark,
+    exact), addresses as 16-byte binary and their big-endian halves as signed 64-bit words."""
+    pa = _require_pyarrow()
+    columns: dict[str, Any] = {}
+    for name in ("time_received", "time_start", "time_end"):
+        columns[name] = pa.array(batch[name].astype(np.int64))
+    for name in INT32_COLUMNS:
+        columns[name] = pa.array(batch[name].astype(np.int32))
+    for name in INT64_COLUMNS:
+        columns[name] = pa.array(batch[name].astype(np.int64))
+    for name in COUNTER_COLUMNS:
+        columns[name] = pa.array(batch[name].astype(np.uint64))
+    for name in ("src_addr", "dst_addr"):
+        raw = np.ascontiguousarray(batch[name], dtype="S16")
+        columns[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw),
+                                                              [None, pa.py_buffer(raw.tobytes())])
+    src_hi, src_lo = _words(batch["src_addr"])
+    dst_hi, dst_lo = _words(batch["dst_addr"])
+    columns.update(src_hi=pa.array(src_hi), src_lo=pa.array(src_lo), dst_hi=pa.array(dst_hi), dst_lo=pa.array(dst_lo))
+    return columns
+
+
 def flow_file_table(batch: FlowBatch, exporters: ExporterTable) -> Any:
     """One FlowBatch as an Arrow table with ``FILE_COLUMNS`` (numpy columns in, no loop per flow)."""
     pa = _require_pyarrow()
@@ -92,21 +127,7 @@ def flow_file_table(batch: FlowBatch, exporters: ExporterTable) -> Any:
         "exporter": pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), addresses),
         "domain": pa.array(domains[inverse]),
     }
-    for name in ("time_received", "time_start", "time_end"):
-        columns[name] = pa.array(batch[name].astype(np.int64))
-    for name in _INT32_COLUMNS:
-        columns[name] = pa.array(batch[name].astype(np.int32))
-    for name in _INT64_COLUMNS:
-        columns[name] = pa.array(batch[name].astype(np.int64))
-    for name in _COUNTER_COLUMNS:
-        columns[name] = pa.array(batch[name].astype(np.uint64))
-    for name in ("src_addr", "dst_addr"):
-        raw = np.ascontiguousarray(batch[name], dtype="S16")
-        columns[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw),
-                                                              [None, pa.py_buffer(raw.tobytes())])
-    src_hi, src_lo = _words(batch["src_addr"])
-    dst_hi, dst_lo = _words(batch["dst_addr"])
-    columns.update(src_hi=pa.array(src_hi), src_lo=pa.array(src_lo), dst_hi=pa.array(dst_hi), dst_lo=pa.array(dst_lo))
+    columns.update(flow_columns(batch))
     return pa.table(columns)
 
 

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from flowscope.aggregate.windows import Resolution, attribute, split_counts
 from flowscope.errors import ConfigError
+from flowscope.export.parquet import COUNTER_COLUMNS, INT32_COLUMNS, INT64_COLUMNS, flow_columns
 from flowscope.model import FLOW_COLUMNS, IPV4_MAPPED_PREFIX, ExporterTable, FlowBatch
 
 __all__ = [
@@ -45,17 +46,14 @@ __all__ = [
     "write_parquet",
 ]
 
-_INT32_COLUMNS = ("src_port", "dst_port", "protocol", "tcp_flags", "tos")
-_INT64_COLUMNS = ("exporter", "in_if", "out_if", "src_as", "dst_as")
-_COUNTER_COLUMNS = ("packets", "bytes")
 
 # The Spark schema of the flow rows (DDL), in the order ``flow_table`` writes them.
 FLOW_SCHEMA = ", ".join((
     "window BIGINT", "late BOOLEAN", "flows BIGINT",
-    "time_received BIGINT", "time_start BIGINT", "time_end BIGINT",
-    *(f"{name} INT" for name in _INT32_COLUMNS),
-    *(f"{name} BIGINT" for name in _INT64_COLUMNS),
-    *(f"{name} DECIMAL(20,0)" for name in _COUNTER_COLUMNS),
+    "exporter BIGINT", "time_received BIGINT", "time_start BIGINT", "time_end BIGINT",
+    *(f"{name} INT" for name in INT32_COLUMNS),
+    *(f"{name} BIGINT" for name in INT64_COLUMNS),
+    *(f"{name} DECIMAL(20,0)" for name in COUNTER_COLUMNS),
     "src_addr BINARY", "dst_addr BINARY",
     "src_hi BIGINT", "src_lo BIGINT", "dst_hi BIGINT", "dst_lo BIGINT",
 ))
@@ -168,16 +166,6 @@ class ArrivalOrder:
         self.open = [set(level) for level in saved["open"]]  # type: ignore[attr-defined]
 
 
-def _words(column: npt.NDArray) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    pairs = np.ascontiguousarray(column, dtype="S16").view(">i8").reshape(-1, 2).astype(np.int64)
-    return pairs[:, 0], pairs[:, 1]
-
-
-def _binary(column: npt.NDArray) -> pa.Array:
-    raw = np.ascontiguousarray(column, dtype="S16")
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [None, pa.py_buffer(raw.tobytes())])
-
-
 def flow_table(batch: FlowBatch, window: npt.NDArray[np.int64], late: npt.NDArray[np.bool_]) -> pa.Table:
     """One batch, one row per flow, as an Arrow table in ``FLOW_SCHEMA``'s column order."""
     return piece_table(batch, FlowPieces(None, window, late))
@@ -190,24 +178,13 @@ def piece_table(batch: FlowBatch, pieces: FlowPieces) -> pa.Table:
         cut = {name: column[pieces.rows] for name, column in batch.columns.items()}
         batch = FlowBatch({**cut, "packets": pieces.packets, "bytes": pieces.bytes})
     flows = pieces.flows if pieces.flows is not None else np.ones(len(pieces), np.int64)
-    src_hi, src_lo = _words(batch["src_addr"])
-    dst_hi, dst_lo = _words(batch["dst_addr"])
     columns: dict[str, pa.Array] = {
         "window": pa.array(pieces.window.astype(np.int64)),
         "late": pa.array(pieces.late.astype(np.bool_)),
         "flows": pa.array(flows.astype(np.int64)),
     }
-    for name in ("time_received", "time_start", "time_end"):
-        columns[name] = pa.array(batch[name].astype(np.int64))
-    for name in _INT32_COLUMNS:
-        columns[name] = pa.array(batch[name].astype(np.int32))
-    for name in _INT64_COLUMNS:
-        columns[name] = pa.array(batch[name].astype(np.int64))
-    for name in _COUNTER_COLUMNS:  # unsigned 64-bit in Parquet; Spark reads them as DECIMAL(20,0)
-        columns[name] = pa.array(batch[name].astype(np.uint64))
-    columns["src_addr"] = _binary(batch["src_addr"])
-    columns["dst_addr"] = _binary(batch["dst_addr"])
-    columns.update(src_hi=pa.array(src_hi), src_lo=pa.array(src_lo), dst_hi=pa.array(dst_hi), dst_lo=pa.array(dst_lo))
+    columns["exporter"] = pa.array(batch["exporter"].astype(np.int64))  # the job's exporter table index
+    columns.update(flow_columns(batch))
     return pa.table(columns)
 
 
@@ -264,7 +241,7 @@ def json_flows(table: pa.Table, exporters: ExporterTable) -> FlowBatch:
         if name == "domain":
             continue
         column = complete[name]
-        if name in _COUNTER_COLUMNS:
+        if name in COUNTER_COLUMNS:
             column = pc.cast(column, pa.uint64())
         columns[name] = column.to_numpy().astype(FLOW_COLUMNS[name])
     columns["src_addr"] = _address_column(complete["src_addr"])
