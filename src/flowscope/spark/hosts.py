@@ -46,18 +46,17 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the usual spelling)
 
 from flowscope.aggregate.filterparse import Network
+from flowscope.aggregate.hostaddr import configured_hosts
 from flowscope.aggregate.hosts import (
     COLUMNS,
     FLAG_NAMES,
     HOST_TOP_PORTS,
     METRICS,
     RESULT_METRICS,
-    address_bytes,
     compile_networks,
     host_json,  # the embedded engine's JSON of one host: the same shape by construction
 )
 from flowscope.aggregate.stats import TCP, StatsSpec
-from flowscope.errors import ConfigError
 from flowscope.model import IPV4_MAPPED_PREFIX, address_text
 from flowscope.spark.columns import SparkColumn
 
@@ -83,13 +82,7 @@ def local_network_prefixes(texts: Sequence[str]) -> list[Network]:
 
 def watched_addresses(texts: Sequence[str]) -> list[bytes]:
     """``stats.watched_hosts`` as distinct 16-byte addresses in address order (the result's order)."""
-    found = set()
-    for text in texts:
-        try:
-            found.add(address_bytes(text))
-        except ValueError as error:
-            raise ConfigError(f"stats.watched_hosts: {error}") from error
-    return sorted(found)
+    return sorted(configured_hosts(tuple(texts)))  # the embedded engine's parsing and messages
 
 
 def _signed(word: bytes) -> int:
