@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from flowscope.model import FlowBatch
+from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
+from flowscope.metrics import Counters
+from flowscope.model import ExporterTable, FlowBatch
 from flowscope.spark.job import spark_session
 from flowscope.tools.encode import EncoderConfig, make_encoder
 from flowscope.tools.generate import GeneratorConfig, TrafficGenerator
@@ -74,3 +77,24 @@ def without_exporter_address(result: dict[str, Any]) -> dict[str, Any]:
     totals = dict(result["totals"])
     totals["by_exporter"] = [{**e, "exporter": "-"} for e in totals["by_exporter"]]
     return {**result, "totals": totals, "final": None}
+
+
+def embedded_micro_batches(
+    config: EngineConfig, batches: Sequence[FlowBatch], exporters: ExporterTable,
+) -> tuple[list[WindowResult], list[WindowResult]]:
+    """The streaming tests' oracle: the embedded engine with the data as its clock, one process +
+    tick per micro-batch, then flushed. Returns the results emitted before the flush, and all."""
+    emitted: list[WindowResult] = []
+
+    class Sink:
+        def emit(self, results: list[WindowResult]) -> None:
+            emitted.extend(results)
+
+    engine = Engine(replace(config, clock="data"), Sink(), exporters, Counters())
+    engine.start()
+    for batch in batches:
+        engine.process(batch)
+        engine.tick()
+    before_flush = list(emitted)
+    engine.flush()
+    return before_flush, emitted

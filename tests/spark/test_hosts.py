@@ -11,7 +11,7 @@ embedded engine keeps a sketch for a local host (``spark.hosts`` states the boun
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,12 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
+from flowscope.aggregate.engine import EngineConfig
 from flowscope.aggregate.hosts import HOST_TOP_PORTS, TOP_PORT_SLOTS
 from flowscope.aggregate.sketch import HLL
 from flowscope.aggregate.stats import StatsSpec
 from flowscope.errors import ConfigError
 from flowscope.export.flowjson import encode_flows
-from flowscope.metrics import Counters
 from flowscope.model import FLOW_COLUMNS, FlowBatch, address_text, ipv4_to_mapped
 from flowscope.spark.job import StreamingReport, run_spark_report
 from flowscope.spark.sink import StoreSink
@@ -33,7 +32,7 @@ from flowscope.store import ResultStore, StoreConfig
 from flowscope.tools.encode import EncoderConfig, make_encoder
 from flowscope.tools.generate import GeneratorConfig, TrafficGenerator
 
-from .conftest import GENERATED_START_MS
+from .conftest import GENERATED_START_MS, embedded_micro_batches
 from .test_job import VIEWS, WINDOWS, embedded, micro_batches, real_captures
 
 pytestmark = pytest.mark.spark
@@ -247,18 +246,7 @@ def test_the_json_stream_path_gives_the_host_statistics_with_spread(spark: Spark
         store.stop()
 
     # The oracle: the embedded engine, data clock, one process + tick per micro-batch, then flushed.
-    sink: list[WindowResult] = []
-
-    class Sink:
-        def emit(self, results: list[WindowResult]) -> None:
-            sink.extend(results)
-
-    engine = Engine(replace(config, clock="data"), Sink(), exporters, Counters())
-    engine.start()
-    for batch in batches:
-        engine.process(batch)
-        engine.tick()
-    engine.flush()
+    _, sink = embedded_micro_batches(config, batches, exporters)
     views = stats.view_names
     expected = sorted((r.to_json() for r in sink if r.final),
                       key=lambda r: (r["end_ms"] - r["start_ms"], r["start_ms"], views.index(r["view"])))

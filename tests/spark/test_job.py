@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
+from flowscope.aggregate.engine import EngineConfig
 from flowscope.aggregate.stats import StatsSpec, ViewSpec
 from flowscope.errors import ConfigError
 from flowscope.export.flowjson import encode_flows
-from flowscope.metrics import Counters
 from flowscope.model import ExporterTable, FlowBatch
 from flowscope.pipeline import offline_results
 from flowscope.spark.job import StreamingReport, run_spark_report
@@ -24,7 +23,7 @@ from flowscope.spark.sink import StoreSink
 from flowscope.store import ResultStore, StoreConfig
 from flowscope.tools.generate import GeneratorConfig, TrafficGenerator
 
-from .conftest import DATA, GENERATED_START_MS
+from .conftest import DATA, GENERATED_START_MS, embedded_micro_batches
 
 pytestmark = pytest.mark.spark
 
@@ -167,19 +166,8 @@ def test_micro_batches_replayed_after_a_restart_are_not_counted_twice(spark: Spa
         store.stop()
 
     # The oracle: the embedded engine, data clock, one process + tick per micro-batch.
-    sink: list[WindowResult] = []
-
-    class Sink:
-        def emit(self, results: list[WindowResult]) -> None:
-            sink.extend(results)
-
-    engine = Engine(replace(config, clock="data"), Sink(), exporters, Counters())
-    engine.start()
-    for batch in batches:
-        engine.process(batch)
-        engine.tick()
-    closed = {(r.resolution, r.start_ms, r.view) for r in sink if r.final}
-    engine.flush()
+    before_flush, sink = embedded_micro_batches(config, batches, exporters)
+    closed = {(r.resolution, r.start_ms, r.view) for r in before_flush if r.final}
     expected = {(r.resolution, r.start_ms, r.view): r.to_json() for r in sink if r.final}
     assert set(stored) == set(expected)
     for key, want in expected.items():
