@@ -2,7 +2,8 @@
 
 Hosts get integer ids in the order they are first seen; the per-host sums are columns indexed by
 id, the partner sets, destination-port sets and top ports are keyed by id (``sketch.SketchSet``,
-``sketch.TopCounts``). A hash index (sorted 64-bit hashes of the addresses, verified against the
+``topcounts.TopCounts``, split into blocks of ids by ``idblocks`` so that a fold rebuilds one block
+at a time). A hash index (sorted 64-bit hashes of the addresses, verified against the
 addresses) maps an address to its id. A ``LocalHosts`` never changes once a ``HostState`` holds
 it except through ``absorb`` on a ``shallow`` copy, which replaces arrays and never writes into
 them: so parts can be shared by snapshots and merged windows without copies.
@@ -28,6 +29,7 @@ from flowscope.aggregate.hostrows import (
     host_order,
     sum_by,
 )
+from flowscope.aggregate.idblocks import BlockedSets, BlockedTopCounts
 from flowscope.aggregate.sketch import BITMAP16, HLL, I64, U64, SketchSet, hash_values, join_addresses
 from flowscope.aggregate.topcounts import TopCounts
 from flowscope.model import address_text
@@ -61,9 +63,9 @@ class LocalHosts:
         self.index_hashes: U64 = np.empty(0, np.uint64)  # sorted hashes ...
         self.index_ids: I64 = np.empty(0, np.int64)  # ... and their ids
         self.sums: list[Column] = [stored_column(c, np.empty(0, np.uint64)) for c in range(WIDTH)]
-        self.partners = SketchSet(HLL)
-        self.dst_ports = SketchSet(BITMAP16)
-        self.ports = TopCounts(TOP_PORT_SLOTS)
+        self.partners = BlockedSets(HLL)
+        self.dst_ports = BlockedSets(BITMAP16)
+        self.ports = BlockedTopCounts(TOP_PORT_SLOTS)
 
     @property
     def count(self) -> int:
@@ -72,7 +74,7 @@ class LocalHosts:
     @property
     def size(self) -> int:
         """Entries held: what folding this state into another costs."""
-        return self.count + len(self.partners.sparse) + len(self.dst_ports.sparse) + len(self.ports.keys)
+        return self.count + self.partners.entries + self.dst_ports.entries + self.ports.entries
 
     @property
     def nbytes(self) -> int:
@@ -92,10 +94,10 @@ class LocalHosts:
         result.index_hashes = result.hashes
         result.index_ids = np.arange(len(starts), dtype=np.int64)
         result.sums = [stored_column(c, sums[:, c]) for c in range(WIDTH)]
-        result.partners = SketchSet.from_pairs(HLL, ids, hash_values(sides.partner_hash))
+        result.partners = BlockedSets.from_pairs(HLL, ids, hash_values(sides.partner_hash))
         sent = slice(0, sides.sent)
-        result.dst_ports = SketchSet.from_pairs(BITMAP16, ids[sent], rows.dst_port[sides.rows[sent]])
-        result.ports = TopCounts.from_items(
+        result.dst_ports = BlockedSets.from_pairs(BITMAP16, ids[sent], rows.dst_port[sides.rows[sent]])
+        result.ports = BlockedTopCounts.from_items(
             TOP_PORT_SLOTS, ids, rows.dst_port[sides.rows], np.asarray(rows.flows, np.uint64)[sides.rows]
         )
         return result
@@ -209,9 +211,9 @@ class LocalHosts:
         result.sums = [
             stored_column(c, sum_by(ids, np.concatenate([p.sums[c] for p in parts]), groups)) for c in range(WIDTH)
         ]
-        result.partners = SketchSet.combine(HLL, [p.partners for p in parts], maps)
-        result.dst_ports = SketchSet.combine(BITMAP16, [p.dst_ports for p in parts], maps)
-        result.ports = TopCounts.combine(TOP_PORT_SLOTS, [p.ports for p in parts], maps)
+        result.partners = BlockedSets.combine(HLL, [p.partners for p in parts], maps)
+        result.dst_ports = BlockedSets.combine(BITMAP16, [p.dst_ports for p in parts], maps)
+        result.ports = BlockedTopCounts.combine(TOP_PORT_SLOTS, [p.ports for p in parts], maps)
         return result
 
     # ----------------------------------------------------------------- reading
@@ -243,6 +245,12 @@ class LocalHosts:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints written before the sketches were split into blocks hold them whole.
+        for name in ("partners", "dst_ports"):
+            if isinstance(state[name], SketchSet):
+                state[name] = BlockedSets.of(state[name])
+        if isinstance(state["ports"], TopCounts):
+            state["ports"] = BlockedTopCounts.of(state["ports"])
         self.__dict__.update(state)
         self.index_ids = np.argsort(self.hashes, kind="stable").astype(np.int64)
         self.index_hashes = self.hashes[self.index_ids]

@@ -279,6 +279,16 @@ class SketchSet:
         """Union with a set over the same ids."""
         self.absorb(other)
 
+    def absorb_sorted(self, keys: U64) -> None:
+        """Union sorted unique keys (``id << value_bits | value``) into this."""
+        if len(keys):
+            self._add_sparse(keys)
+
+    def absorb_dense(self, ids: I64, rows: npt.NDArray[np.uint8]) -> None:
+        """Union dense rows (``ids`` sorted, unique) into this."""
+        if len(ids):
+            self._add_dense_rows(ids, rows)
+
     @classmethod
     def combine(cls, kind: Kind, parts: list[SketchSet], id_maps: list[I64]) -> SketchSet:
         """The union of many sets at once (one sort), part i's ids mapped through ``id_maps[i]``."""
@@ -410,15 +420,23 @@ class SketchSet:
         return out
 
     def estimate_all(self, count: int) -> npt.NDArray[np.float64]:
-        """Estimates for ids 0 .. count-1 (sparse sizes by counting, in bounded chunks)."""
-        out = np.zeros(count, np.float64)
+        """Estimates for ids 0 .. count-1."""
+        return self.estimate_range(0, count)
+
+    def estimate_range(self, first: int, stop: int) -> npt.NDArray[np.float64]:
+        """Estimates for ids ``first`` .. ``stop``-1 (sparse sizes by counting, in bounded chunks)."""
+        width = max(stop - first, 0)
+        out = np.zeros(width, np.float64)
+        if not width:
+            return out
+        lo, hi = self._range(np.array([first, stop - 1], np.int64))
         step = 1 << 20  # 2**20 keys: 16 MiB of temporaries, whatever the table's size
-        for start in range(0, len(self.sparse), step):
-            ids = (self.sparse[start:start + step] >> self._shift).astype(np.int64)
-            out += np.bincount(ids, minlength=count)[:count]
-        dense = self.dense_ids[self.dense_ids < count]
-        if len(dense):
-            out[dense] = self._estimate_rows(np.arange(len(dense)))
+        for start in range(int(lo[0]), int(hi[1]), step):
+            ids = (self.sparse[start:min(start + step, int(hi[1]))] >> self._shift).astype(np.int64) - first
+            out += np.bincount(ids, minlength=width)[:width]
+        rows = np.flatnonzero((self.dense_ids >= first) & (self.dense_ids < stop))
+        if len(rows):
+            out[self.dense_ids[rows] - first] = self._estimate_rows(rows)
         return out
 
     def _estimate_rows(self, rows: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
