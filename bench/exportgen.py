@@ -206,7 +206,7 @@ def _values_for(spec: FieldDef, flows: Flows, export_ms: npt.NDArray[np.int64],
     end_ms = export_ms - flows.end_behind_ms
     start_ms = end_ms - flows.duration_ms
     if pen == 0:
-        simple = {
+        simple: dict[int, np.ndarray] = {
             8: flows.src_v4, 12: flows.dst_v4, 7: flows.src_port, 11: flows.dst_port, 4: flows.protocol,
             6: flows.tcp_flags, 5: flows.tos, 2: flows.packets, 1: flows.octets, 10: flows.in_if,
             14: flows.out_if, 16: flows.src_as, 17: flows.dst_as, 32: flows.icmp, 139: flows.icmp,

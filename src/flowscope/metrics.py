@@ -8,7 +8,7 @@ the CLI summaries and, later, by the Prometheus endpoint.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 Labels = tuple[tuple[str, str], ...]  # (label name, value) pairs, sorted by name
 
@@ -28,6 +28,14 @@ class Counters:
         key = (name, tuple((n, str(labels[n])) for n in sorted(labels)))
         with self._lock:
             self._values[key] = self._values.get(key, 0) + value
+
+    def add_series(self, increments: Iterable[tuple[tuple[str, Labels], int]]) -> None:
+        """Several ``add``s under one lock, each keyed by its name and its (label, value) pairs
+        already sorted by label name, values as text (what a caller that counts per batch keeps)."""
+        with self._lock:
+            values = self._values
+            for key, value in increments:
+                values[key] = values.get(key, 0) + value
 
     def get(self, name: str, **labels: str) -> int:
         """The value of one counter series (0 if it never moved)."""

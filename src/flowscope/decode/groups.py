@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flowscope.decode.context import MessageContext, RecordColumns, SetColumns
+from flowscope.decode.records import SharedRows
 from flowscope.decode.templates import Template
 
 
@@ -25,12 +26,17 @@ class Group:
     variable: dict[int, list[bytes]] | None = None
     # Sets added by the batch walk, as columns (see SetColumns); ``sets`` holds those added one by
     # one since the last block, so the two stay in wire order.
-    blocks: list[SetColumns] = field(default_factory=list)
+    blocks: list[SetColumns | tuple[SetColumns, slice]] = field(default_factory=list)  # (columns, rows of them)
     # The per-record columns, when the batch walk made them and nothing was added since.
     per_record: RecordColumns | None = None
+    shared: SharedRows | None = None  # where ``per_record`` and the records lie in the batch walk's arrays
 
-    def add_block(self, records: np.ndarray, columns: SetColumns, per_record: RecordColumns | None = None) -> None:
+    def add_block(self, records: np.ndarray, columns: SetColumns | tuple[SetColumns, slice],
+                  per_record: RecordColumns | None = None, shared: SharedRows | None = None) -> None:
+        """Sets added by the batch walk: ``columns`` or rows of them (sliced only if ever needed:
+        with ``per_record`` given and nothing added later, they are not)."""
         self.per_record = per_record if not self.chunks else None
+        self.shared = shared if not self.chunks else None
         if self.sets:
             self.blocks.append(SetColumns.of_sets(self.sets))
             self.sets = []
@@ -41,4 +47,5 @@ class Group:
         if self.sets:
             self.blocks.append(SetColumns.of_sets(self.sets))
             self.sets = []
-        return self.blocks[0] if len(self.blocks) == 1 else SetColumns.concat(self.blocks)
+        blocks = [b if isinstance(b, SetColumns) else b[0].rows(b[1]) for b in self.blocks]
+        return blocks[0] if len(blocks) == 1 else SetColumns.concat(blocks)

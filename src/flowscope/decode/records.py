@@ -14,10 +14,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from flowscope.decode.context import RecordColumns
 from flowscope.decode.templates import Template, field_name
 
 if TYPE_CHECKING:
     from flowscope.decode.options import ExporterOptions
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRows:
+    """Where the batch walk put a record set's rows: ``start:stop`` of arrays it made for several
+    record sets of one layout at once. Record sets that follow each other there are joined by
+    slicing these arrays, without looking at (or copying) their own."""
+
+    fixed: np.ndarray
+    columns: RecordColumns
+    start: int
+    stop: int
 
 
 @dataclass(slots=True)
@@ -38,6 +51,7 @@ class RecordSet:
     # None: use the session's current state.
     options: ExporterOptions | None = None
     extra: dict[str, npt.NDArray] = field(default_factory=dict)
+    shared: SharedRows | None = None
 
     def __len__(self) -> int:
         return len(self.order)

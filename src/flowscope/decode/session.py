@@ -24,7 +24,7 @@ from typing import cast
 import numpy as np
 
 from flowscope.decode import ipfix, v9
-from flowscope.decode.batchwalk import decode_batch
+from flowscope.decode.batchwalk import WalkCache, decode_batch
 from flowscope.decode.context import MessageContext, RecordColumns
 from flowscope.decode.groups import Group
 from flowscope.decode.options import ExporterOptions, OptionsState
@@ -121,6 +121,7 @@ class DecoderSession:
         self._options_sets: list[RecordSet] = []
         self._order = 0
         self._walk_skips = 0  # batches left to decode per message before the batch walk is tried again
+        self.walk_cache = WalkCache()  # the batch walk's template lookups, across batches
         self._tally: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self._packets: Counter[tuple[str, int]] = Counter()  # per message: kept apart from _tally for speed
         self._last_log_ms: dict[tuple[str, str], float] = {}
@@ -147,11 +148,10 @@ class DecoderSession:
         record_sets += [self._finish(group) for group in self._groups.values()]
         record_sets += self._options_sets
         self._groups, self._sealed, self._options_sets = {}, [], []
-        for records in record_sets:
-            self._count(
-                "decode_records_total", len(records), exporter=records.exporter,
-                kind="options" if records.is_options else "data",
-            )
+        tally = self._tally
+        for records in record_sets:  # labels sorted by name, as _count makes them
+            kind = "options" if records.is_options else "data"
+            tally[("decode_records_total", (("exporter", records.exporter), ("kind", kind)))] += len(records)
         self._flush_tally()
         return record_sets
 
@@ -442,6 +442,7 @@ class DecoderSession:
 
     def _note_set(self, group: Group, context: _Context, count: int) -> None:
         group.per_record = None
+        group.shared = None
         group.sets.append((count, context, self._order))
         self._order += count
 
@@ -501,29 +502,32 @@ class DecoderSession:
     def _finish(self, group: Group, options: ExporterOptions | None = None) -> RecordSet:
         template = group.template
         per_record = group.per_record
-        columns = group.columns()
-        counts = columns.counts
-        total = int(counts.sum())
+        shared = group.shared if per_record is not None else None
         chunks = group.chunks
-        if template.fixed_length:
-            if len(chunks) == 1 and isinstance(chunks[0], np.ndarray):
+        context = group.context
+        if per_record is not None and template.fixed_length and isinstance(chunks[0], np.ndarray):
+            fixed = chunks[0]  # gathered by the batch walk, with its per-record columns
+        else:
+            columns = group.columns()
+            counts = columns.counts
+            total = int(counts.sum())
+            if not template.fixed_length:
+                fixed = np.zeros(total, dtype=template.fixed_dtype)
+            elif len(chunks) == 1 and isinstance(chunks[0], np.ndarray):
                 fixed = chunks[0]  # gathered by the batch walk, already of the template's dtype
             else:
                 buffer = chunks[0] if len(chunks) == 1 else b"".join(cast("list[bytes]", chunks))  # any buffer joins
                 fixed = np.frombuffer(buffer, dtype=template.fixed_dtype, count=total)
-        else:
-            fixed = np.zeros(total, dtype=template.fixed_dtype)
-        context = group.context
-        if per_record is None:
-            per_record = RecordColumns(
-                export_time_ms=np.repeat(columns.export_time_ms, counts),
-                sys_uptime_ms=np.repeat(columns.sys_uptime_ms, counts),
-                time_received_ms=np.repeat(columns.time_received_ms, counts),
-                order=(np.repeat(columns.order_start - np.cumsum(counts) + counts, counts)
-                       + np.arange(total, dtype=np.int64)),
-                header_sampling_interval=(np.repeat(columns.header_sampling_interval, counts)
-                                          if context.version == 5 else np.zeros(0, np.uint32)),
-            )
+            if per_record is None:
+                per_record = RecordColumns(
+                    export_time_ms=np.repeat(columns.export_time_ms, counts),
+                    sys_uptime_ms=np.repeat(columns.sys_uptime_ms, counts),
+                    time_received_ms=np.repeat(columns.time_received_ms, counts),
+                    order=(np.repeat(columns.order_start - np.cumsum(counts) + counts, counts)
+                           + np.arange(total, dtype=np.int64)),
+                    header_sampling_interval=(np.repeat(columns.header_sampling_interval, counts)
+                                              if context.version == 5 else np.zeros(0, np.uint32)),
+                )
         return RecordSet(
             template=template,
             exporter=context.exporter,
@@ -538,6 +542,7 @@ class DecoderSession:
             header_sampling_interval=per_record.header_sampling_interval if context.version == 5 else None,
             exporter_index=self.exporters.index_of(context.exporter, context.domain),
             options=options,
+            shared=shared,
         )
 
     # ---------------------------------------------------------------- pending
@@ -583,14 +588,13 @@ class DecoderSession:
 
     # --------------------------------------------------------------- counting
     def _count(self, name: str, value: int = 1, **labels: str) -> None:
-        self._tally[(name, tuple(sorted(labels.items())))] += value
+        self._tally[(name, tuple((label, str(labels[label])) for label in sorted(labels)))] += value
 
     def _flush_tally(self) -> None:
-        for (exporter, version), value in self._packets.items():
-            self.counters.add("decode_packets_total", value, exporter=exporter, version=str(version))
+        packets = [(("decode_packets_total", (("exporter", exporter), ("version", str(version)))), value)
+                   for (exporter, version), value in self._packets.items()]
+        self.counters.add_series([*packets, *self._tally.items()])
         self._packets.clear()
-        for (name, labels), value in self._tally.items():
-            self.counters.add(name, value, **dict(labels))
         self._tally.clear()
 
     def _error(self, exporter: str, kind: str, detail: str, context: _Context | None = None) -> None:

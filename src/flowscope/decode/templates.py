@@ -9,6 +9,7 @@ instead.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -46,7 +47,7 @@ class Template:
     fixed_length: int = 0  # bytes of the fixed-length fields of one record
     fixed_index: tuple[int, ...] = ()  # field positions in fixed_dtype order
     variable_index: tuple[int, ...] = ()  # positions of variable-length fields
-    # Cached per-template plans of later stages (normalize), keyed by stage name.
+    # Cached per-template plans of later stages (normalize, layout_number), keyed by name.
     plans: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,6 +76,27 @@ class Template:
 
 def field_name(position: int) -> str:
     return f"f{position}"
+
+
+# A number per field list seen (see layout_number), bounded.
+_LAYOUTS: dict[tuple[FieldSpec, ...], int] = {}
+_LAYOUTS_MAX = 1 << 16
+_LAYOUT_NUMBERS = itertools.count()
+
+
+def layout_number(template: Template) -> int:
+    """Equal for templates of equal fields (so of equal record dtypes), kept in ``template.plans``:
+    comparing the field lists or dtypes themselves costs 1-4 µs each time."""
+    number = template.plans.get("layout")
+    if isinstance(number, int):
+        return number
+    number = _LAYOUTS.get(template.fields)
+    if number is None:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()  # numbers are never reused: older templates just stop matching newer ones
+        number = _LAYOUTS[template.fields] = next(_LAYOUT_NUMBERS)
+    template.plans["layout"] = number
+    return number
 
 
 def compile_template(template: Template) -> Template:
@@ -135,6 +157,7 @@ class TemplateStore:
         self.max_templates_per_exporter = max_templates_per_exporter
         self._templates: dict[tuple[str, int, int, int], Template] = {}
         self._per_exporter: dict[str, int] = {}
+        self.generation = 0  # moves whenever a stored template changes (for caches of lookups)
 
     def get(self, exporter: str, domain: int, template_id: int, version: int | None = None) -> Template | None:
         """The template of one scope; without ``version``, the IPFIX one, else the NetFlow v9 one."""
@@ -152,18 +175,21 @@ class TemplateStore:
             if existing.same_layout(template):
                 return StoreResult(accepted=True, refreshed=True)
             self._templates[key] = compile_template(template)
+            self.generation += 1
             return StoreResult(accepted=True, changed=True)
         count = self._per_exporter.get(exporter, 0)
         if count >= self.max_templates_per_exporter:
             return StoreResult(accepted=False, reason="template_limit")
         self._templates[key] = compile_template(template)
         self._per_exporter[exporter] = count + 1
+        self.generation += 1
         return StoreResult(accepted=True)
 
     def withdraw(self, exporter: str, domain: int, template_id: int, version: int = IPFIX_VERSION) -> bool:
         removed = self._templates.pop(TemplateKey(exporter, domain, template_id, version), None)
         if removed is not None:
             self._per_exporter[exporter] -= 1
+            self.generation += 1
         return removed is not None
 
     def withdraw_all(self, exporter: str, domain: int, *, options: bool, version: int = IPFIX_VERSION) -> int:

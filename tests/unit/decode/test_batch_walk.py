@@ -15,6 +15,7 @@ Also checked: the normalizer converts adjacent record sets of one layout togethe
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.unit.decode.test_fuzz import EXPORTERS, PAYLOADS, SEEDS, fuzz_settings
 
+from flowscope.decode import batchwalk
 from flowscope.decode.records import RecordSet
 from flowscope.decode.session import DecoderConfig, DecoderSession
 from flowscope.metrics import Counters
@@ -325,6 +327,72 @@ def test_generated_streams(batch: int, retry_batches: int) -> None:
     assert pair.records > 5000
     if batch >= 64:  # most datagrams did take the batch walk
         assert pair.one_by_one < pair.datagrams / 2
+
+
+@pytest.mark.parametrize("few_messages", [0, 1_000_000])
+def test_later_sets_walked_either_way(few_messages: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sets after a message's first are walked in Python when few messages have them, else with
+    numpy steps: forced one way and the other, the results stay the per-message path's."""
+    monkeypatch.setattr(batchwalk, "_FEW_MESSAGES", few_messages)
+    pair = Pair()
+    datagrams = generated_stream()
+    for start in range(0, len(datagrams), 256):
+        pair.call(datagrams[start : start + 256])
+    captures = [Datagram(f"198.51.100.{n % 3}", T0 + n, payload) for n, (_, payload) in enumerate(CAPTURES * 2)]
+    for start in range(0, len(captures), 64):
+        pair.call(captures[start : start + 64])
+    assert pair.one_by_one < pair.datagrams
+
+
+def _full_v9(sequence: int, with_template: bool, records: int) -> bytes:
+    sets = [v9_template_set(v9_template(256, V9_FIELDS))] if with_template else []
+    return _v9(sequence, [*sets, data_set(256, [_v9_record(sequence + i) for i in range(records)])])
+
+
+def _counting(function: Callable[..., np.ndarray], calls: dict[str, int], name: str) -> Callable[..., np.ndarray]:
+    def counted(*args: object) -> np.ndarray:
+        calls[name] += 1
+        return function(*args)
+
+    return counted
+
+
+@pytest.mark.parametrize("batch", [3, 64, 256])
+def test_sets_gathered_whole(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches whose data sets all hold as many records of one layout (full v5 datagrams of two
+    exporters and engines; v9 datagrams of a fixed count, some with a template refresh first) are
+    gathered set by set; batches with one shorter set fall back to record by record."""
+    calls: dict[str, int] = {"_sets": 0, "_records": 0}
+    for name in calls:
+        monkeypatch.setattr(batchwalk, name, _counting(getattr(batchwalk, name), calls, name))
+    pair = Pair()
+    v5_sequence = {("192.0.2.7", 0): 0, ("192.0.2.7", 0x0102): 0, ("192.0.2.8", 0): 0}
+    datagrams = []
+    for n in range(400):
+        exporter, engine = list(v5_sequence)[n % 3]
+        records = 29 if n == 333 else 30  # one short datagram
+        datagrams.append(Datagram(exporter, T0 + n, _v5(v5_sequence[(exporter, engine)], records, engine=engine)))
+        v5_sequence[(exporter, engine)] += records
+    for n in range(400):  # the sequence number is n: one per v9 export packet
+        datagrams.append(Datagram("192.0.2.9", T0 + 400 + n, _full_v9(n, n % 20 == 0, 12)))
+    for start in range(0, len(datagrams), batch):
+        pair.call(datagrams[start : start + batch])
+    assert calls["_sets"] > 0 and calls["_records"] > 0  # whole sets, and the batch with the short one
+    assert pair.walking.counters.total("decode_records_total") == 400 * 30 - 1 + 400 * 12
+    assert pair.walking.counters.total("decode_sequence_lost_total") == 0
+
+
+def test_walk_cache_follows_the_template_store() -> None:
+    """Cached template lookups hold while the store does not change, and only for that store."""
+    session = DecoderSession()
+    cache = batchwalk.WalkCache()
+    scope = ("192.0.2.1", 9, 0, 256)
+    cache.valid_for(session.templates).templates[scope] = None
+    assert scope in cache.valid_for(session.templates).templates
+    session.decode([Datagram("192.0.2.1", T0, _v9(0, [v9_template_set(v9_template(256, V9_FIELDS))]))])
+    assert scope not in cache.valid_for(session.templates).templates  # a template was stored: cleared
+    cache.templates[scope] = None
+    assert scope not in cache.valid_for(DecoderSession().templates).templates  # another store
 
 
 def test_pending_limits_and_expiry() -> None:
