@@ -160,13 +160,15 @@ def test_sources_bound_to_distinct_loopback_addresses_are_distinct_exporters(rec
 
 
 def test_worker_processes_share_the_rate_and_count(receiver: Receiver) -> None:
-    received = replay(receiver, rate=40_000, count=20_000, workers=2, format="ipfix",
+    received = replay(receiver, rate=40_000, count=40_000, workers=2, format="ipfix",
                       generator=GeneratorConfig(seed=4))
     assert_complete(received)
-    assert received.report.flows == 20_000
-    assert received.report.flows_per_source == [10_000, 10_000]
+    assert received.report.flows == 40_000
+    assert received.report.flows_per_source == [20_000, 20_000]
     assert sorted(domain for _, domain in received.session.exporters.entries()) == [0, 1]
-    assert abs(received.report.rate / 40_000 - 1) <= 0.05
+    # Wider than RATE_TOLERANCE (one process): two worker processes start one after the other,
+    # and on a busy 2-core machine their start-up alone took up to 60 ms of the second.
+    assert abs(received.report.rate / 40_000 - 1) <= 0.08
 
 
 def test_bursts_multiply_the_rate_for_their_duration(receiver: Receiver) -> None:
