@@ -339,8 +339,8 @@ class Engine:
                 start for start in windows
                 if until_ms is None or start + resolution.duration_ms + self.config.grace_ms <= until_ms
             )
-            if due and until_ms is not None and self._snapshot_fold_in_flight(level, due):
-                break  # closes at a later tick, once the fold is adopted (higher levels wait too)
+            if due and until_ms is not None and self._fold_in_flight(level, due):
+                break  # closes at a later tick, once its fold is back (higher levels wait too)
             if due and level > 0 and (self._closing() or self._lending()):
                 # A child's host statistics are still on their way to this level (see below), or
                 # a window's are being folded: closing needs them back.
@@ -374,17 +374,13 @@ class Engine:
         if results:
             self.sink.emit(results)
 
-    def _snapshot_fold_in_flight(self, level: int, due: list[int]) -> bool:
-        """Whether a due minute's provisional snapshot fold (``_offload``) has not been adopted yet.
+    def _fold_in_flight(self, level: int, due: list[int]) -> bool:
+        """Whether a due window's provisional fold (``_offload_fold``) is queued or running.
 
-        Its snapshot, then its completion, holds the minute's raw host parts: lent to the final
-        fold now, they could not be freed by it, and the minute would exist three times (raw,
-        folded by the snapshot, folded in place). Closing waits for the adoption instead; the
-        clock thread does not block (the fold runs anyway, a tick or a few). The hour's folds
-        are in place (``_offload_fold``): nothing to wait for there."""
-        if self._background is None or level == 0 or level == len(self.resolutions) - 1:
+        Its host statistics are lent to that fold: closing needs them back. The clock thread does
+        not wait for it; the window closes a tick or a few later."""
+        if self._background is None or level == 0:
             return False
-        self._run_completions()  # folds finished since the tick began: adopted before closing
         return any(self._background.busy(f"result:{level}:{start}") for start in due)
 
     def _published(self) -> None:
@@ -414,13 +410,9 @@ class Engine:
                     continue
                 if self._background is not None and level > 0:
                     if not force and start + resolution.duration_ms + self.config.grace_ms <= now:
-                        continue  # due to close (see ``_snapshot_fold_in_flight``): no new snapshot of it
+                        continue  # due to close (see ``_fold_in_flight``): no new fold of it
                     if not self._background.busy(f"result:{level}:{start}") and not self._closing():
-                        if level == len(self.resolutions) - 1:
-                            self._offload_fold(level, start, window)
-                        else:
-                            snapshot = {name: snapshot_state(state) for name, state in window.views.items()}
-                            self._offload(level, start, snapshot, final=False, fold_into=window)
+                        self._offload_fold(level, start, window)
                         window.dirty = False
                     continue
                 results.extend(self._results(resolution, start, window, final=False))
@@ -435,30 +427,6 @@ class Engine:
                          state.result(self.config.stats, self.exporters))
             for name, state in window.views.items()
         ]
-
-    def _offload(
-        self, level: int, start: int, views: dict[str, TrafficState], *, final: bool, fold_into: _Window | None
-    ) -> None:
-        """Compute and emit one window's results on the background thread.
-
-        ``views`` are snapshots (provisional) or a closed window's states (final). Computing the
-        results folds their queued host parts; the folded part then replaces the parts it came
-        from in ``fold_into`` (the window itself, or the parent a closed window was merged into),
-        so the live state is folded without the engine lock held for it.
-        """
-        assert self._background is not None
-        background = self._background
-        resolution = self.resolutions[level]
-        hosts = views["all"].hosts if "all" in views else None
-        parts = hosts.parts() if hosts is not None else ()
-
-        def job() -> None:
-            window = _Window(views, dirty=False)
-            self.sink.emit(self._results(resolution, start, window, final=final))
-            if hosts is not None and fold_into is not None and parts:
-                background.complete_later(lambda: self._adopt(fold_into, parts, hosts))
-
-        background.submit(f"result:{level}:{start}" + (":final" if final else ""), job)
 
     def _offload_final(
         self, level: int, start: int, window: _Window, hand_to: _Window | None, *, exclusive: bool
@@ -499,12 +467,13 @@ class Engine:
             self._background.run_completions()
 
     def _offload_fold(self, level: int, start: int, window: _Window) -> None:
-        """The longest windows (the hour): the background thread folds the live host parts in
-        place (lent to it, see ``HostState.lend``) and publishes from them.
+        """A provisional result of a minute or an hour: the background thread folds the live host
+        parts in place (lent to it, see ``HostState.lend``) and publishes from them.
 
-        A snapshot fold would hold the hour's old main part beside the new one until the new one
-        is adopted: with a million hosts, several hundred MB more at every minute close. The
-        hour is read by nothing else meanwhile (it only queues minutes; checkpoints wait)."""
+        Folding a snapshot instead would hold the window's old main part beside the new one until
+        the new one replaced it: with a million hosts, +40-80 MB for a minute every 5 s and several
+        hundred MB for an hour. Meanwhile the window only queues what is merged into it (seconds,
+        minutes); checkpoints and a close of the window wait for the fold (``_fold_in_flight``)."""
         assert self._background is not None
         resolution = self.resolutions[level]
         views = {name: snapshot_state(state, with_hosts=False) for name, state in window.views.items()}
@@ -515,6 +484,7 @@ class Engine:
             if live is not None and lent is not None:
                 self._after_checkpoint()
                 views["all"].hosts = live.fold_lent(lent)
+                self.counters.add("engine_host_folds_total", resolution=resolution.name)
             self.sink.emit(self._results(resolution, start, _Window(views, dirty=False), final=False))
 
         if not self._background.submit(f"result:{level}:{start}", job):
@@ -536,16 +506,6 @@ class Engine:
         (its folded host parts are about to replace the raw ones in the parent; a snapshot taken
         now would hold both, and fold the raw ones a second time)."""
         return self._background is not None and self._background.busy_with(":final")
-
-    def _adopt(self, window: _Window, parts: tuple[object, ...], folded: HostState) -> None:
-        """Completion of ``_offload``: only into a window still open (a closed one may be read
-        by a background job at this moment)."""
-        target = window.views["all"].hosts if "all" in window.views else None
-        still_open = any(w is window for level in self._open for w in level.values())
-        adopted = still_open and target is not None and target.adopt(parts, folded)
-        if still_open and not adopted:
-            window.dirty = True  # fold it again at the next provisional result, even without new flows
-        self.counters.add("engine_host_folds_total", outcome="adopted" if adopted else "stale")
 
     def open_windows(self, level: int) -> dict[int, dict[str, TrafficState]]:
         """Read-only view of open windows (tests, live API)."""

@@ -48,8 +48,9 @@ Sharing (snapshots, merges)
     part (whose arrays are new, or shared with the old part and never written in place; see
     ``sketch``). So merging a window into its parent hands over its parts without copying them,
     and ``HostState.snapshot`` is a copy of a few references: the engine takes snapshots under
-    its lock and folds, reads and pickles them on another thread. A snapshot's folded part can
-    then replace the parts it came from in the live state (``HostState.adopt``).
+    its lock and reads and pickles them on another thread. To fold a window's queue without a
+    second copy of the window, the engine lends its parts to the folding thread instead
+    (``HostState.lend`` / ``fold_lent``): updates only queue until they come back.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ class HostState:
         """``watched`` / ``unwatched``: run-time changes to the configured list already in effect
         (as the engine's API made them) for a window opened after them."""
         self.compact_min = compact_min  # entries the queue may hold before it is folded in
-        # Deferred folding: the queue is folded by whoever reads a snapshot (the engine's
-        # background thread, see ``adopt``), and here only past 4 × the usual bound (a backstop).
+        # Deferred folding: the queue is folded by the engine's background thread (``lend``,
+        # ``fold_lent``), and here only past 4 × the usual bound (a backstop).
         self.deferred = False
         self._returned = threading.Event()  # cleared while the main part is lent (``lend``)
         self._returned.set()
@@ -254,26 +255,8 @@ class HostState:
         return self._view(folded, [], exact)
 
     def parts(self) -> tuple[object, ...]:
-        """The non-empty parts held (main first): what ``adopt`` matches against (``merge``
-        hands over exactly these)."""
+        """The non-empty parts held, main first (``merge`` hands over exactly these)."""
         return tuple(p for p in (self._main, *self._pending) if p.count)
-
-    def adopt(self, parts: tuple[object, ...], folded: HostState) -> bool:
-        """Replace ``parts`` (as returned by ``parts()``, consecutive here) by the main part of
-        ``folded``, a compacted snapshot of exactly those parts. False if they are no longer held
-        as such (folded meanwhile): nothing changes then."""
-        held = [self._main, *self._pending]
-        width = len(parts)
-        if not width or self.lent:
-            return False
-        for start in range(len(held) - width + 1):
-            if all(held[start + i] is part for i, part in enumerate(parts)):
-                held[start:start + width] = [folded._main]
-                held = [p for p in held if p.count] or [LocalHosts()]
-                self._main, self._pending = held[0], held[1:]
-                self._pending_size = sum(p.size for p in self._pending)
-                return True
-        return False
 
     # ------------------------------------------------------------------- merge
     def merge(self, other: HostState) -> None:

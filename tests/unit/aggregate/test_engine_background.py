@@ -77,8 +77,9 @@ def test_background_results_equal_the_inline_ones() -> None:
         assert offloaded[key] == payload, key
     hour = offloaded[("1h", "all", HOUR0)]["hosts"]
     assert hour["local"]["hosts"] > 1_900 and hour["watched"][0]["address"] == "10.0.0.3"
-    # The minutes' host parts were folded by the background thread and taken over.
-    assert counters.total("engine_host_folds_total", outcome="adopted") > 0
+    # The minutes' and the hour's host parts were folded in place by the background thread.
+    assert counters.total("engine_host_folds_total", resolution="1m") > 0
+    assert counters.total("engine_host_folds_total", resolution="1h") > 0
     assert counters.total("engine_background_failures_total") == 0
 
 
@@ -95,15 +96,10 @@ def test_live_results_stay_on_the_clock_thread_and_long_windows_fold_in_the_back
     [minute] = engine.open_windows(1).values()
     hosts = minute["all"].hosts
     assert hosts is not None and hosts.deferred
-    for _ in range(4):  # a snapshot of every queued part, folded; then its completion
-        engine.wait_background()
-        engine.tick()  # runs the completions: the folded part replaces the parts it came from
-        if len(hosts.parts()) == 1:
-            break
-        # A completion of a snapshot taken before an earlier one was adopted is stale: the
-        # window is marked dirty again and folded anew at the next tick, without new flows.
-    assert len(hosts.parts()) == 1
-    assert counters.total("engine_host_folds_total", outcome="adopted") > 0
+    engine.wait_background()  # the last provisional fold: lent, folded in place, given back
+    assert not hosts.lent
+    assert len(hosts.parts()) == 1  # nothing came in since: one folded part
+    assert counters.total("engine_host_folds_total", resolution="1m") > 0
     provisional = [r for r in sink.results if r.resolution == "1m" and r.view == "all" and not r.final]
     assert provisional and provisional[-1].payload["hosts"]["local"]["hosts"] > 1_000
     engine.stop()
@@ -239,10 +235,9 @@ def test_a_finished_job_and_what_it_holds_are_released() -> None:
         work.stop()
 
 
-def test_a_minute_closes_only_once_its_snapshot_fold_is_adopted() -> None:
-    """A minute closing while its provisional snapshot fold is in flight would lend its raw host
-    parts to the final fold while the snapshot (or the fold's completion) still held them: the
-    minute three times over. It stays open until the fold is adopted, then closes folded."""
+def test_a_minute_closes_only_once_its_provisional_fold_gives_its_hosts_back() -> None:
+    """A minute's provisional fold has its host parts lent: a minute due meanwhile stays open
+    (the clock thread does not wait) and closes at a later tick, folded once, not twice."""
     rng = np.random.default_rng(77)
     minute = HOUR0 + 60_000
     clock = FakeClock(minute)
@@ -265,23 +260,21 @@ def test_a_minute_closes_only_once_its_snapshot_fold_is_adopted() -> None:
         return gate
 
     gate = hold_background()
-    engine.tick()  # the minute's provisional snapshot fold is queued behind the gate
+    engine.tick()  # the minute's provisional fold is queued behind the gate, its parts lent
     hosts = engine.open_windows(1)[minute]["all"].hosts
-    assert hosts is not None and background.busy(f"result:1:{minute}")
-    raw = [weakref.ref(part) for part in hosts.parts()]
+    assert hosts is not None and hosts.lent and background.busy(f"result:1:{minute}")
     clock.now_ms = minute + 60_000
     engine.tick()
-    assert minute in engine.open_windows(1)  # due, but its fold is in flight: not closed yet
+    assert minute in engine.open_windows(1)  # due, but its hosts are lent: not closed yet
     gate.set()
     engine.wait_background()
-    gate = hold_background()  # the final fold must not run before the check below
-    engine.tick()  # adopts the fold, then closes the minute
+    # Given back: the folded part, then what was merged in meanwhile (the last second).
+    assert not hosts.lent and hosts.parts()[0].count > 1_000
+    engine.tick()  # closes the minute
     assert minute not in engine.open_windows(1)
-    gc.collect()
-    assert all(ref() is None for ref in raw)  # only the folded part is lent to the final fold
-    gate.set()
     engine.wait_background()
     [final] = sink.finals("1m")
     assert final.payload["totals"]["flows"] == 20 * 400
-    assert counters.total("engine_host_folds_total", outcome="adopted") >= 1
+    assert final.payload["hosts"]["local"]["hosts"] > 1_000
+    assert counters.total("engine_host_folds_total", resolution="1m") >= 1
     engine.stop()

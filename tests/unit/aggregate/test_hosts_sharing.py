@@ -1,4 +1,4 @@
-"""Host states share their parts: merges without copies, snapshots, folded parts adopted back."""
+"""Host states share their parts: merges without copies, snapshots, parts lent to a fold and given back."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pickle
 import weakref
 
 import numpy as np
+import pytest
 from tests.unit.aggregate.test_hosts import RANDOM_SPEC, all_hosts, concat_rows, random_rows, without_local_ports
 
 from flowscope.aggregate.hosts import HostState
@@ -66,46 +67,6 @@ def test_deferred_state_folds_only_far_past_the_bound() -> None:
     assert without_local_ports(all_hosts(eager, RANDOM_SPEC)) == without_local_ports(all_hosts(deferred, RANDOM_SPEC))
 
 
-def test_a_folded_snapshot_replaces_its_parts_in_the_live_state() -> None:
-    first, later = _batches(47, 3), _batches(48, 2)
-    live = _state(first[0], deferred=True, compact_min=10**7)
-    live.compact()
-    for rows in first[1:]:
-        live.update(rows, RANDOM_SPEC)
-    snapshot = live.snapshot()
-    parts = snapshot.parts()
-    assert len(parts) == 3  # main and two queued parts
-    snapshot.compact()  # what the engine's background thread does
-    for rows in later:  # the live state goes on meanwhile
-        live.update(rows, RANDOM_SPEC)
-    queued = len(live._pending)
-    assert live.adopt(parts, snapshot)
-    assert live._main is snapshot._main
-    assert len(live._pending) == queued - (len(parts) - 1)
-    assert live._pending_size == sum(p.size for p in live._pending)
-    expected = _state(concat_rows(first + later))
-    assert without_local_ports(all_hosts(live, RANDOM_SPEC)) == without_local_ports(all_hosts(expected, RANDOM_SPEC))
-    # Parts already folded (or adopted) are not held any more: a second adoption changes nothing.
-    held = live.parts()
-    assert not live.adopt(parts, snapshot)
-    assert live.parts() == held
-
-
-def test_adoption_of_a_run_inside_the_queue() -> None:
-    """A closed minute's parts sit in the hour's queue; its folded main replaces exactly them."""
-    hour_rows, minute_rows, after = _batches(49, 2), _batches(50, 3), _batches(51, 1)
-    hour = _state(*hour_rows, deferred=True, compact_min=10**7)
-    minute = _state(*minute_rows, deferred=True, compact_min=10**7)
-    parts = minute.parts()
-    hour.merge(minute)
-    for rows in after:
-        hour.update(rows, RANDOM_SPEC)
-    minute.compact()  # the minute's final result folds it
-    assert hour.adopt(parts, minute)
-    expected = _state(concat_rows(hour_rows + minute_rows + after))
-    assert without_local_ports(all_hosts(hour, RANDOM_SPEC)) == without_local_ports(all_hosts(expected, RANDOM_SPEC))
-
-
 def test_checkpoint_keeps_the_queue_unfolded() -> None:
     rows = _batches(52, 4, size=2_000)
     state = _state(*rows, deferred=True, compact_min=10**7)
@@ -126,7 +87,9 @@ def test_a_lent_main_part_is_folded_in_place_and_given_back() -> None:
     assert live.lent
     for rows in during:  # updates go on meanwhile: they queue
         live.update(rows, RANDOM_SPEC)
-    assert not live.adopt(live.parts(), HostState())  # nothing is adopted while lent
+    assert len(live.parts()) == len(during)  # only what was queued meanwhile is held here
+    with pytest.raises(RuntimeError):
+        live.lend()  # and it cannot be lent twice
     view = live.fold_lent(lent)
     assert not live.lent
     assert old_column() is None  # freed during the fold, not kept beside the new arrays
