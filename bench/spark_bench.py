@@ -178,7 +178,15 @@ class Process:
         self.log.close()
 
 
-def write_config(path: Path, work: Path, udp_port: int) -> None:
+# ``--host-statistics``: the generator's local networks, and one local host watched.
+HOST_STATISTICS = """
+[stats]
+local_networks = ["10.0.0.0/16", "fd00:10::/64"]
+watched_hosts = ["10.0.0.1"]
+"""
+
+
+def write_config(path: Path, work: Path, udp_port: int, host_statistics: bool = False) -> None:
     path.write_text(
         f"""
 [collect]
@@ -195,6 +203,7 @@ path = "{work / 'results.db'}"
 [web]
 host = ""
 """
+        + (HOST_STATISTICS if host_statistics else "")
     )
 
 
@@ -220,13 +229,14 @@ class SparkTuning:
     shuffle_partitions: int = 2
     coarse_refresh_s: float = 10.0
     max_files_per_trigger: int = 1000
+    host_statistics: bool = False
 
 
 def start_path(name: str, work: Path, tuning: SparkTuning) -> Receiver:
     work.mkdir(parents=True)
     udp_port = free_udp_port()
     config = work / "flowscope.toml"
-    write_config(config, work, udp_port)
+    write_config(config, work, udp_port, tuning.host_statistics)
     path = Receiver(name, udp_port=udp_port, store=work / "results.db")
     if name == "embedded":
         run = Process(["run", "--config", str(config), "--log-level", "WARNING"], work / "run.log")
@@ -380,6 +390,8 @@ def main() -> int:
     parser.add_argument("--coarse-refresh", type=float, default=10.0,
                         help="parquet: provisional minute/hour results at most every S seconds")
     parser.add_argument("--max-files-per-trigger", type=int, default=1000, help="parquet: files per micro-batch")
+    parser.add_argument("--host-statistics", action="store_true",
+                        help="every path also computes host statistics (the generator's local networks)")
     parser.add_argument("--work-dir", help="keep the stores, files and logs here (default: a temporary directory)")
     parser.add_argument("--output", help="result file (default bench/results/spark-<date>.json)")
     args = parser.parse_args()
@@ -387,7 +399,8 @@ def main() -> int:
     for ladder in args.rates:
         name, _, values = ladder.partition("=")
         rates[name] = [int(value) for value in values.split(",")]
-    tuning = SparkTuning(args.trigger, args.shuffle_partitions, args.coarse_refresh, args.max_files_per_trigger)
+    tuning = SparkTuning(args.trigger, args.shuffle_partitions, args.coarse_refresh, args.max_files_per_trigger,
+                         args.host_statistics)
     seconds = args.seconds or (10 if args.quick else 60)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -1,5 +1,5 @@
-"""The Parquet stream's driver-side window sums: merging, files, and ranking with the documented tie rules,
-checked against a plain-Python reference on random sums with many ties."""
+"""The Parquet stream's driver-side window state (traffic sums, host state): merging, files, and ranking
+with the documented tie rules, checked against a plain-Python reference on random sums with many ties."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flowscope.aggregate.stats import METRICS, TCP, UDP
+from flowscope.aggregate.hostaddr import address_bytes
+from flowscope.aggregate.stats import METRICS, TCP, UDP, StatsSpec
+from flowscope.model import address_text
+from flowscope.spark.hostpartials import HostSums, host_section
+from flowscope.spark.hosts import watched_addresses
 from flowscope.spark.partials import CLASS, CLIENT, EXPORTER, LATE, PORT, SERVER, WEB, WindowSums, rank_window
 
 pytestmark = pytest.mark.spark
@@ -99,3 +103,70 @@ def test_ranking_follows_the_tie_rules(top_n: int) -> None:
         assert [ranked.totals.web[name] for name in METRICS] == (web[0] if web else [0, 0, 0])
         assert sorted(index for index, _ in ranked.exporters) == sorted(
             key[2] for key in in_view if key[1] == EXPORTER)
+
+
+# -- host state (``spark.hostpartials``) --------------------------------------------------------
+
+HOST_WORDS = [(0, 0xFFFF0A000001), (0, 0xFFFF0A000002), (-(2**63), 5), (-1, -1), (0x20010DB8 << 32, 1)]
+
+
+def random_host_rows(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Host partial rows (host hi, lo, partner hi, lo, port, sent) of few hosts (ties), sums small."""
+    host = np.array(HOST_WORDS, np.int64)[rng.integers(0, len(HOST_WORDS), count)]
+    keys = np.stack([host[:, 0], host[:, 1], rng.integers(-2, 2, count), rng.integers(0, 6, count),
+                     rng.integers(0, 12, count), rng.integers(0, 2, count)], axis=1).astype(np.int64)
+    sums = rng.integers(0, 3, (count, 12)).astype(np.uint64)
+    return keys, sums
+
+
+def test_host_state_merged_in_parts_equals_the_whole_and_ranks_with_the_engines_tie_rules(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    keys, sums = random_host_rows(rng, 2000)
+    merged = HostSums.empty()
+    for part in np.array_split(np.arange(len(keys)), 6):
+        merged = merged.merged(HostSums.of_rows(keys[part], sums[part]))
+    whole = HostSums.of_rows(keys, sums)
+    merged.save(tmp_path / "h-00000001.npz")
+    loaded = HostSums.load(tmp_path / "h-00000001.npz")
+    for name in ("hosts", "host_sums", "partners", "ports", "port_sums"):
+        assert np.array_equal(getattr(merged, name), getattr(whole, name)), name
+        assert np.array_equal(getattr(loaded, name), getattr(whole, name)), name
+
+    # The reference: plain Python over the rows, addresses ordered as unsigned bytes.
+    def address(hi: int, lo: int) -> bytes:
+        return struct.pack(">qq", hi, lo)
+
+    flows: dict[bytes, int] = {}
+    partners: dict[bytes, set[tuple[int, int]]] = {}
+    port_sums: dict[bytes, dict[int, list[int]]] = {}  # host → port → flows, packets, bytes
+    contacted: dict[bytes, set[int]] = {}  # host → ports of the flows it sent
+    sent_flows: dict[bytes, int] = {}
+    for (hi, lo, partner_hi, partner_lo, port, sent), values in zip(keys.tolist(), sums.tolist(), strict=True):
+        host = address(hi, lo)
+        flows[host] = flows.get(host, 0) + values[0]
+        partners.setdefault(host, set()).add((partner_hi, partner_lo))
+        entry = port_sums.setdefault(host, {}).setdefault(port, [0, 0, 0])
+        for index in range(3):
+            entry[index] += values[index]
+        if sent:
+            contacted.setdefault(host, set()).add(port)
+            sent_flows[host] = sent_flows.get(host, 0) + values[0]
+    texts = [address_text(address(hi, lo)) for hi, lo in HOST_WORDS]
+    spec = StatsSpec(local_networks=("0.0.0.0/0", "::/0"), watched_hosts=(texts[3], "192.0.2.200"), top_n=3)
+    section = host_section(merged, spec, watched_addresses(spec.watched_hosts))
+    assert section["local"]["hosts"] == len(flows)
+    by_flows = sorted((host for host in flows if flows[host] > 0), key=lambda host: (-flows[host], host))[:3]
+    assert [h["address"] for h in section["local"]["top"]["flows"]] == [address_text(h) for h in by_flows]
+    by_partners = sorted(partners, key=lambda host: (-len(partners[host]), host))[:3]
+    assert [h["partners"] for h in section["local"]["top"]["partners"]] == [len(partners[h]) for h in by_partners]
+    assert [h["address"] for h in section["local"]["top"]["partners"]] == [address_text(h) for h in by_partners]
+    assert [h["address"] for h in section["watched"]] == sorted([texts[3], "192.0.2.200"], key=address_bytes)
+    unseen = next(h for h in section["watched"] if h["address"] == "192.0.2.200")
+    assert unseen["sent"]["flows"] == 0 and unseen["partners"] == 0 and unseen["top_ports"] == []
+    seen = next(h for h in section["watched"] if h["address"] == texts[3])
+    assert seen["exact"] and seen["sent"]["flows"] + seen["received"]["flows"] == flows[address(-1, -1)]
+    assert seen["sent"]["flows"] == sent_flows[address(-1, -1)]
+    assert seen["dst_ports"] == len(contacted[address(-1, -1)])
+    used = port_sums[address(-1, -1)]
+    assert [(p["port"], p["flows"], p["packets"], p["bytes"]) for p in seen["top_ports"]] == [
+        (port, *used[port]) for port in sorted(used, key=lambda port: (-used[port][0], port))[:5]]

@@ -134,6 +134,10 @@ class SparkHosts:
             test = test | ((high == F.lit(_signed(address[:8]))) & (low == F.lit(_signed(address[8:]))))
         return test
 
+    def tracked(self, high: Column, low: Column) -> Column:
+        """Whether the address in the word columns ``high``/``low`` is a local or a watched host."""
+        return self._local(high, low) | self._is_watched(high, low)
+
     def sides(self, rows: DataFrame) -> DataFrame:
         """One row per (flow row, tracked endpoint): the host, its partner, whether it sent."""
         parts = []

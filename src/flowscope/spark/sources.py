@@ -42,7 +42,7 @@ from flowscope.export.parquet import COUNTER_COLUMNS, INT32_COLUMNS, INT64_COLUM
 from flowscope.model import FLOW_COLUMNS, IPV4_MAPPED_PREFIX, ExporterTable, FlowBatch
 
 __all__ = [
-    "FLOW_SCHEMA", "JSON_SCHEMA", "ArrivalOrder", "FlowPieces", "flow_table", "json_flows", "piece_table",
+    "FLOW_SCHEMA", "JSON_SCHEMA", "ArrivalOrder", "FlowPieces", "cut_flows", "flow_table", "json_flows", "piece_table",
     "write_parquet",
 ]
 
@@ -120,15 +120,9 @@ class ArrivalOrder:
         window still open, as in the embedded engine), and a flow entirely inside closed
         windows becomes one late row.
         """
-        attribution = attribute(batch, self.time_base, self.finest, earliest_start_ms=self.horizon_ms)
-        window, late = self.place(attribution.window_start_ms)
-        if attribution.share is None:
-            return FlowPieces(None, window, late)
-        assert attribution.counts_flow is not None
-        return FlowPieces(
-            attribution.rows, window, late, attribution.counts_flow.astype(np.uint64),
-            split_counts(batch["packets"], attribution), split_counts(batch["bytes"], attribution),
-        )
+        cut = cut_flows(batch, self.time_base, self.finest, self.horizon_ms)
+        window, late = self.place(cut.window)
+        return FlowPieces(cut.rows, window, late, cut.flows, cut.packets, cut.bytes)
 
     def place(self, starts: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
         """``assign`` for finest window starts already computed (one per flow, or the distinct ones)."""
@@ -164,6 +158,22 @@ class ArrivalOrder:
         self.watermark_ms = saved["watermark_ms"]  # type: ignore[assignment]
         self.horizons_ms = list(saved["horizons_ms"])  # type: ignore[call-overload]
         self.open = [set(level) for level in saved["open"]]  # type: ignore[attr-defined]
+
+
+def cut_flows(batch: FlowBatch, time_base: str, finest: Resolution, horizon_ms: int) -> FlowPieces:
+    """``ArrivalOrder.pieces`` before the late rule: each piece's own finest window (``late`` all
+    false), windows before ``horizon_ms`` (closed) giving their ``spread`` shares to the earliest
+    open one. Needs nothing but the horizon: the Parquet stream's Spark expressions for ``spread``
+    (``spark.spreadpieces``) do the same, and are tested against this."""
+    attribution = attribute(batch, time_base, finest, earliest_start_ms=horizon_ms)
+    late = np.zeros(len(attribution.window_start_ms), np.bool_)
+    if attribution.share is None:
+        return FlowPieces(None, attribution.window_start_ms, late)
+    assert attribution.counts_flow is not None
+    return FlowPieces(
+        attribution.rows, attribution.window_start_ms, late, attribution.counts_flow.astype(np.uint64),
+        split_counts(batch["packets"], attribution), split_counts(batch["bytes"], attribution),
+    )
 
 
 def flow_table(batch: FlowBatch, window: npt.NDArray[np.int64], late: npt.NDArray[np.bool_]) -> pa.Table:

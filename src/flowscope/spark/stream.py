@@ -8,13 +8,18 @@ replays exactly those) and computes the statistics incrementally (``IncrementalR
 1. the flow rows of a micro-batch never reach the driver: one small aggregation (finest window
    start × exporter) gives the driver what the late rule and the exporter table need
    (``ArrivalOrder.place``), and the windows and exporter indices become Spark column expressions;
+   with the ``spread`` time base the flows are first cut into pieces, one per finest window
+   their lifetime covers, by Spark expressions (``spark.spreadpieces``);
 2. Spark reduces the flows to *partial sums* per (finest window, view, facet, key), where a facet
    is one of the sums the results need: per protocol class, web traffic, late flows, per
-   exporter, per (protocol, port), per web server and per web client address; only these sums
-   reach the driver (as Arrow), their size bounded by the batch's distinct keys;
+   exporter, per (protocol, port), per web server and per web client address; with host
+   statistics configured, also to mergeable host rows per (finest window, host)
+   (``spark.hostpartials``: sums, distinct partners, per-port sums); only these rows reach the
+   driver (as Arrow), their size bounded by the batch's distinct keys;
 3. the driver rolls them up to every window length and merges them into the state of each
-   window they touched (``spark.partials``: numpy, one file per window and version under
-   ``WORK/state``); windows the batch did not touch are neither read nor written;
+   window they touched (``spark.partials`` and ``spark.hostpartials``: numpy, files per window
+   and version under ``WORK/state``); windows the batch did not touch are neither read nor
+   written;
 4. the finest windows that received flows are ranked and upserted every micro-batch
    (provisional); the coarser ones (minute, hour) at most every ``coarse_refresh_s`` seconds, as
    their top lists of tens of thousands of keys change little from one second to the next; every
@@ -47,9 +52,11 @@ from flowscope.errors import ConfigError
 from flowscope.export.parquet import FILE_COLUMNS
 from flowscope.model import ExporterTable
 from flowscope.spark import partials
+from flowscope.spark.hostpartials import HostSums, host_partials, host_section, rolled_up_hosts
 from flowscope.spark.job import checked_resolutions, exporter_key, window_results
 from flowscope.spark.partials import Window, WindowSums, payload_inputs, rank_window, window_dir
 from flowscope.spark.sources import ArrivalOrder
+from flowscope.spark.spreadpieces import spread_pieces
 from flowscope.spark.stats import SparkStats, WindowKey
 
 __all__ = ["FILE_SCHEMA", "IncrementalReport", "parquet_flows", "start_parquet_stream"]
@@ -57,13 +64,15 @@ __all__ = ["FILE_SCHEMA", "IncrementalReport", "parquet_flows", "start_parquet_s
 # The Spark schema of the collectors' flow files (``export.parquet.FILE_COLUMNS``).
 FILE_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in FILE_COLUMNS)
 
-_TIME_COLUMNS = {"received": "time_received", "start": "time_start", "end": "time_end"}
+# The column holding each row's time (spread: each piece's own finest window, ``spreadpieces``).
+_TIME_COLUMNS = {"received": "time_received", "start": "time_start", "end": "time_end", "spread": "piece_start"}
 _KEY = ("start_ms", "view", "kind", "num", "hi", "lo")
 # packets and bytes are unsigned 64-bit (DECIMAL(20,0) in Spark): summed as two long halves, exact,
 # and joined on the driver into uint64 (wrapping as the embedded engine's counters do).
 _HALF = 1 << 32
 _SPLIT = ("flows", "packets_hi", "packets_lo", "bytes_hi", "bytes_lo")
 DEFAULT_COARSE_REFRESH_S = 10.0
+State = tuple[WindowSums, HostSums]  # a window's traffic sums and host statistics
 
 
 def parquet_flows(spark: SparkSession, directory: PathLike, *, max_files_per_trigger: int = 1000,
@@ -111,6 +120,17 @@ def _joined(high: npt.NDArray[np.int64], low: npt.NDArray[np.int64]) -> npt.NDAr
     return joined
 
 
+def _linked(source: Path, target: Path) -> bool:
+    """``target`` as a hard link to ``source`` (a state version the batch left unchanged is not
+    rewritten); False where that fails (no ``source``, or a file system without hard links)."""
+    try:
+        target.unlink(missing_ok=True)
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
+
+
 class IncrementalReport:
     """``foreachBatch`` handler of ``flowscope spark --parquet-source``: flow files → store results.
 
@@ -124,9 +144,6 @@ class IncrementalReport:
         self.spark = spark
         self.config = engine_config
         self.resolutions = checked_resolutions(engine_config)
-        if engine_config.stats.local_networks or engine_config.stats.watched_hosts:
-            raise ConfigError("stats.local_networks / stats.watched_hosts: host statistics are not on the Parquet "
-                              "stream yet (their partial sums are not kept); use the embedded engine for them")
         if engine_config.time_base not in _TIME_COLUMNS:
             raise ConfigError(f"engine.time_base: {engine_config.time_base!r} is not supported by the Spark engine")
         if coarse_refresh_s < 0:
@@ -140,9 +157,10 @@ class IncrementalReport:
         self.rows = SparkStats(engine_config.stats, [self.finest_ms])
         self.stats = SparkStats(engine_config.stats, self.intervals_ms)
         self.views = list(self.stats.filters)
+        self.hosts = self.stats.hosts  # host statistics: ``spark.hostpartials``
         self.batches = 0
         self.first_batch_id: int | None = None  # the first micro-batch this instance ran (a replay after a restart)
-        self._cache: dict[Window, tuple[int, WindowSums]] = {}  # window → (state version, its sums)
+        self._cache: dict[Window, tuple[int, State]] = {}  # window → (state version, its state)
         self._held: set[Window] = set()  # coarse windows changed since their last provisional result
         self._refreshed_s = float("-inf")  # monotonic time of the last coarse refresh
         self._exporters = ExporterTable()
@@ -182,19 +200,34 @@ class IncrementalReport:
             if not (interval.isdigit() and start.lstrip("-").isdigit()):
                 continue
             window = (int(interval), int(start))
-            for file in directory.glob("v-*.npz"):
-                if (window, int(file.stem.removeprefix("v-"))) not in keep:
+            for file in directory.glob("[vh]-*.npz"):  # traffic sums, host state
+                if (window, int(file.stem[2:])) not in keep:
                     file.unlink(missing_ok=True)
             if not any(directory.iterdir()):
                 directory.rmdir()
 
-    def _state(self, window: Window, version: int | None) -> WindowSums:
+    def _state(self, window: Window, version: int | None) -> State:
         if version is None:
-            return WindowSums.empty()
+            return WindowSums.empty(), HostSums.empty()
         cached = self._cache.get(window)
         if cached is not None and cached[0] == version:
             return cached[1]
-        return WindowSums.load(window_dir(self.work / "state", window) / f"v-{version:08d}.npz")
+        directory = window_dir(self.work / "state", window)
+        hosts = directory / f"h-{version:08d}.npz"
+        return (WindowSums.load(directory / f"v-{version:08d}.npz"),
+                HostSums.load(hosts) if hosts.exists() else HostSums.empty())
+
+    def _store(self, window: Window, batch_id: int, state: State, previous: int | None, hosts_changed: bool) -> None:
+        """Writes the window's state as version ``batch_id``; host state only when host statistics
+        are configured, and when the batch left it unchanged as a link to the previous version."""
+        directory = window_dir(self.work / "state", window)
+        state[0].save(directory / f"v-{batch_id:08d}.npz")
+        if self.hosts.configured:
+            target = directory / f"h-{batch_id:08d}.npz"
+            source = directory / f"h-{previous:08d}.npz" if previous is not None and previous != batch_id else None
+            if hosts_changed or source is None or not _linked(source, target):
+                state[1].save(target)
+        self._cache[window] = (batch_id, state)
 
     # one micro-batch -----------------------------------------------------------------------------
     def process(self, frame: DataFrame, batch_id: int) -> None:
@@ -207,6 +240,18 @@ class IncrementalReport:
         order, exporters, before = self._load(batch_id)
         if self.first_batch_id is None:
             self.first_batch_id = batch_id
+        pieces: DataFrame | None = None
+        if self.config.time_base == "spread":  # cut by Spark expressions; read thrice below, so cached
+            pieces = spread_pieces(frame, self.finest_ms, order.horizon_ms).persist()
+            frame = pieces
+        try:
+            self._process_flows(frame, batch_id, order, exporters, before)
+        finally:
+            if pieces is not None:
+                pieces.unpersist()
+
+    def _process_flows(self, frame: DataFrame, batch_id: int, order: ArrivalOrder, exporters: ExporterTable,
+                       before: dict[Window, int]) -> None:
         time_column = F.col(_TIME_COLUMNS[self.config.time_base])
         raw_start = time_column - F.pmod(time_column, F.lit(self.finest_ms))
         # What the driver needs, in one small aggregation: the batch's finest windows and exporters.
@@ -238,10 +283,14 @@ class IncrementalReport:
 
         versions = dict(before)
         touched: set[Window] = set()
+        host_rows: dict[Window, HostSums] = {}
+        if self.hosts.configured:  # the "all" view's flows only, as in the embedded engine
+            host_rows = rolled_up_hosts(host_partials(flows, self.hosts).toArrow(), self.intervals_ms)
         for window_key, sums in self._rolled_up(self._partials(flows)).items():
-            merged = self._state(window_key, before.get(window_key)).merged(sums)
-            merged.save(window_dir(self.work / "state", window_key) / f"v-{batch_id:08d}.npz")
-            self._cache[window_key] = (batch_id, merged)
+            old_sums, old_hosts = self._state(window_key, before.get(window_key))
+            new_hosts = host_rows.get(window_key)
+            merged = (old_sums.merged(sums), old_hosts if new_hosts is None else old_hosts.merged(new_hosts))
+            self._store(window_key, batch_id, merged, before.get(window_key), new_hosts is not None)
             versions[window_key] = batch_id
             touched.add(window_key)
         order.tick()
@@ -319,13 +368,13 @@ class IncrementalReport:
                 found[(interval, int(start))] = WindowSums.combined(keys[rows], sums[rows])
         return found
 
-    def _emit(self, windows: dict[Window, WindowSums], final: set[Window], exporters: ExporterTable) -> None:
+    def _emit(self, windows: dict[Window, State], final: set[Window], exporters: ExporterTable) -> None:
         if not windows:
             return
         key_of = exporter_key(exporters)
         top_n = self.config.stats.top_n
         payloads: dict[WindowKey, dict[str, Any]] = {}
-        for (interval, start), sums in windows.items():
+        for (interval, start), (sums, hosts) in windows.items():
             if not len(sums):
                 continue
             for index, view in enumerate(self.views):
@@ -335,8 +384,9 @@ class IncrementalReport:
                 # The one payload builder of both paths (spark.stats), so the JSON shapes cannot drift.
                 payloads[key] = self.stats.payload(key, ranked.totals, by_exporter, port_lists, address_lists,
                                                    key_of)
-                if view == "all":  # host statistics are refused above: their empty section, as the engine's
-                    payloads[key]["hosts"] = self.stats.hosts.empty()
+                if view == "all":  # host statistics: the unfiltered view only, as in the embedded engine
+                    payloads[key]["hosts"] = (host_section(hosts, self.config.stats, self.hosts.watched)
+                                              if self.hosts.configured else self.hosts.empty())
         results = [
             WindowResult(r.resolution, r.duration_ms, r.start_ms, r.view, (r.duration_ms, r.start_ms) in final,
                          r.payload).to_json()
