@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowscope.aggregate.filterparse import (
+from flowscope.aggregate.filterparse import FilterSyntaxError, parse
+from flowscope.aggregate.filtertree import (
     AddressIn,
     And,
     BitsAny,
     BitsSet,
     Compare,
-    FilterSyntaxError,
     FilterVisitor,
     InSet,
     MatchAll,
@@ -41,7 +41,6 @@ from flowscope.aggregate.filterparse import (
     Node,
     Not,
     Or,
-    parse,
 )
 from flowscope.model import FlowBatch
 

@@ -19,7 +19,8 @@ from decimal import Decimal
 from pyspark.sql import Column
 from pyspark.sql import functions as F  # noqa: N812  (the usual spelling)
 
-from flowscope.aggregate.filterparse import (
+from flowscope.aggregate.filterparse import parse
+from flowscope.aggregate.filtertree import (
     AddressIn,
     And,
     BitsAny,
@@ -32,7 +33,6 @@ from flowscope.aggregate.filterparse import (
     Node,
     Not,
     Or,
-    parse,
 )
 
 __all__ = ["ADDRESS_WORDS", "SparkColumn", "filter_column"]

@@ -45,7 +45,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the usual spelling)
 
-from flowscope.aggregate.filterparse import Network
+from flowscope.aggregate.filtertree import Network
 from flowscope.aggregate.hostaddr import configured_hosts
 from flowscope.aggregate.hosts import (
     COLUMNS,
