@@ -39,7 +39,6 @@ Why exact state of our own, and not the embedded engine's ``HostState``
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +51,12 @@ from pyspark.sql import functions as F  # noqa: N812  (the usual spelling)
 
 from flowscope.aggregate.hostaddr import compile_networks, host_set
 from flowscope.aggregate.hosts import COLUMNS, FLAG_NAMES, HOST_TOP_PORTS, METRICS, RESULT_METRICS, host_json
+from flowscope.aggregate.keyed import merge_sorted
 from flowscope.aggregate.sketch import hash_halves
 from flowscope.aggregate.stats import TCP, StatsSpec
 from flowscope.model import address_text
 from flowscope.spark.hosts import SparkHosts
+from flowscope.spark.partials import grouped_rows, save_arrays
 
 __all__ = ["HOST_KEY", "HOST_SUMS", "HostSums", "host_partials", "host_section", "rolled_up_hosts"]
 
@@ -96,20 +97,6 @@ def host_partials(flows: DataFrame, hosts: SparkHosts) -> DataFrame:
 
 # -- the driver: per-window state ----------------------------------------------------------------
 
-def _combined(keys: npt.NDArray[np.int64], sums: npt.NDArray[np.uint64]) -> tuple[
-        npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
-    """Rows with equal keys summed into one, sorted by the key columns (signed, first column first)."""
-    if not len(keys):
-        return keys, sums
-    order = np.lexsort(keys.T[::-1])
-    keys, sums = keys[order], sums[order]
-    first = np.ones(len(keys), np.bool_)
-    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
-    starts = np.flatnonzero(first)
-    summed = np.add.reduceat(sums, starts, axis=0).astype(np.uint64) if sums.shape[1] else sums[starts]
-    return np.ascontiguousarray(keys[starts]), summed
-
-
 def _sortable(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.bytes_]:
     """Each key row as one byte string that compares as the row does (signed, first column first)."""
     flipped = (keys.view(np.uint64) ^ np.uint64(1 << 63)).astype(">u8")
@@ -117,21 +104,21 @@ def _sortable(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.bytes_]:
     return encoded
 
 
+def _unsortable(encoded: npt.NDArray[np.bytes_], width: int) -> npt.NDArray[np.int64]:
+    """The key rows of ``_sortable``'s byte strings."""
+    flipped = np.ascontiguousarray(encoded).view(">u8").reshape(-1, width).astype(np.uint64)
+    keys: npt.NDArray[np.int64] = (flipped ^ np.uint64(1 << 63)).view(np.int64)
+    return keys
+
+
 def _merged(keys: npt.NDArray[np.int64], sums: npt.NDArray[np.uint64], new_keys: npt.NDArray[np.int64],
             new_sums: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
-    """Two sorted unique tables as one: the new rows are found by binary search and added to or
-    inserted into a copy of the first, O(state + new × log state), not a sort of the whole state."""
+    """Two sorted unique tables as one (``keyed.merge_sorted`` on the rows as byte strings):
+    O(state + new × log state), not a sort of the whole state."""
     if not len(keys) or not len(new_keys):
         return (new_keys, new_sums) if not len(keys) else (keys, sums)
-    encoded, new_encoded = _sortable(keys), _sortable(new_keys)
-    at = np.searchsorted(encoded, new_encoded)
-    found = (at < len(keys)) & (encoded[np.minimum(at, len(keys) - 1)] == new_encoded)
-    summed = sums.copy()
-    with np.errstate(over="ignore"):  # uint64 sums wrap, as the engine's counters
-        summed[at[found]] += new_sums[found]
-    inserted = ~found
-    return (np.insert(keys, at[inserted], new_keys[inserted], axis=0),
-            np.insert(summed, at[inserted], new_sums[inserted], axis=0))
+    encoded, merged_sums = merge_sorted(_sortable(keys), sums, _sortable(new_keys), new_sums)
+    return _unsortable(encoded, keys.shape[1]), merged_sums
 
 
 def _empty(width: int, sums: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
@@ -169,10 +156,10 @@ class HostSums:
         for column in range(3):  # flows, packets, bytes
             host_sums[np.arange(len(keys)), side + column] = sums[:, column]
         host_sums[:, 6:] = sums[:, 3:]  # duration, then the flags
-        hosts = _combined(np.ascontiguousarray(keys[:, :2]), host_sums)
-        partners = _combined(np.ascontiguousarray(keys[:, :4]), np.zeros((len(keys), 0), np.uint64))[0]
+        hosts = grouped_rows(np.ascontiguousarray(keys[:, :2]), host_sums)
+        partners = grouped_rows(np.ascontiguousarray(keys[:, :4]), np.zeros((len(keys), 0), np.uint64))[0]
         port_sums = np.concatenate([sums[:, :3], sent[:, None].astype(np.uint64)], axis=1)
-        ports = _combined(np.ascontiguousarray(keys[:, [0, 1, 4]]), port_sums)
+        ports = grouped_rows(np.ascontiguousarray(keys[:, [0, 1, 4]]), port_sums)
         return cls(hosts[0], hosts[1], partners, ports[0], ports[1])
 
     def merged(self, other: HostSums) -> HostSums:
@@ -189,12 +176,8 @@ class HostSums:
     # files ---------------------------------------------------------------------------------------
     def save(self, target: Path) -> None:
         """Writes atomically (a crash leaves the old version or the new one, never half a file)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        with temporary.open("wb") as out:
-            np.savez(out, hosts=self.hosts, host_sums=self.host_sums, partners=self.partners, ports=self.ports,
-                     port_sums=self.port_sums)
-        os.replace(temporary, target)
+        save_arrays(target, hosts=self.hosts, host_sums=self.host_sums, partners=self.partners, ports=self.ports,
+                    port_sums=self.port_sums)
 
     @classmethod
     def load(cls, source: Path) -> HostSums:

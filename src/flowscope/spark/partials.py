@@ -28,7 +28,7 @@ from flowscope.spark.stats import WindowTotals
 
 __all__ = [
     "CLASS", "CLIENT", "EXPORTER", "LATE", "PORT", "SERVER", "WEB", "RankedWindow", "WindowSums",
-    "payload_inputs", "rank_window", "window_dir",
+    "grouped_rows", "payload_inputs", "rank_window", "save_arrays", "window_dir",
 ]
 
 # Facets of the partial sums (the ``kind`` key column).
@@ -36,6 +36,31 @@ CLASS, WEB, LATE, EXPORTER, PORT, SERVER, CLIENT = range(7)
 KEY_COLUMNS = ("view", "kind", "num", "hi", "lo")
 
 Window = tuple[int, int]  # (interval ms, window start ms)
+
+
+def grouped_rows(keys: npt.NDArray[np.int64], sums: npt.NDArray[np.uint64]) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+    """Rows with equal keys (rows of ``keys``) summed into one, sorted by the key columns (signed,
+    first column first). ``sums`` may have no columns (a set of keys)."""
+    if not len(keys):
+        return keys, sums
+    order = np.lexsort(keys.T[::-1])
+    keys, sums = keys[order], sums[order]
+    first = np.ones(len(keys), np.bool_)
+    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    starts = np.flatnonzero(first)
+    summed = np.add.reduceat(sums, starts, axis=0).astype(np.uint64) if sums.shape[1] else sums[starts]
+    return np.ascontiguousarray(keys[starts]), summed
+
+
+def save_arrays(target: Path, **arrays: npt.NDArray[Any]) -> None:
+    """``arrays`` as one ``.npz`` file, written atomically (a crash leaves the old version or the
+    new one, never half a file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    with temporary.open("wb") as out:
+        np.savez(out, allow_pickle=False, **arrays)
+    os.replace(temporary, target)
 
 
 @dataclass(slots=True)
@@ -54,12 +79,7 @@ class WindowSums:
         """Rows with repeated keys summed into one (sorted by ``KEY_COLUMNS``)."""
         if not len(keys):
             return cls.empty()
-        order = np.lexsort(keys.T[::-1])
-        keys, sums = keys[order], sums[order]
-        first = np.ones(len(keys), bool)
-        first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
-        starts = np.flatnonzero(first)
-        return cls(np.ascontiguousarray(keys[starts]), np.add.reduceat(sums, starts, axis=0).astype(np.uint64))
+        return cls(*grouped_rows(keys, sums))
 
     def merged(self, other: WindowSums) -> WindowSums:
         return WindowSums.combined(np.concatenate([self.keys, other.keys]), np.concatenate([self.sums, other.sums]))
@@ -70,11 +90,7 @@ class WindowSums:
     # files ---------------------------------------------------------------------------------------
     def save(self, target: Path) -> None:
         """Writes atomically (a crash leaves the old version or the new one, never half a file)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        with temporary.open("wb") as out:
-            np.savez(out, keys=self.keys, sums=self.sums)
-        os.replace(temporary, target)
+        save_arrays(target, keys=self.keys, sums=self.sums)
 
     @classmethod
     def load(cls, source: Path) -> WindowSums:
