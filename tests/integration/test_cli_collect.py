@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from support.processes import WatchedProcess
 
 pytestmark = pytest.mark.integration
 
@@ -23,49 +20,16 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 FLOWSCOPE = [sys.executable, "-m", "flowscope.cli"]
 
 
-class Running:
-    """A flowscope process whose stderr is read line by line on a thread (no pipe deadlocks)."""
+def _collect(args: list[str], stdout: Path) -> WatchedProcess:
+    return WatchedProcess("collect", [*FLOWSCOPE, "collect", *args], log=stdout)
 
-    def __init__(self, args: list[str]) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [*FLOWSCOPE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            line = raw.decode(errors="replace")
-            self.stderr.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout_s: float = 20) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            match = re.search(pattern, line)
-            if match:
-                return match
-        raise AssertionError(f"never saw {pattern!r}; stderr:\n{''.join(self.stderr)}")
-
-    def stop(self) -> tuple[bytes, str]:
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.stdout is not None
-        out = self.process.stdout.read()
-        self.process.wait(timeout=20)
-        self._reader.join(timeout=5)
-        err = "".join(self.stderr)
-        assert self.process.returncode == 0, err
-        return out, err
+def _stopped(process: WatchedProcess) -> str:
+    """Stops ``process`` (SIGTERM: its own shutdown) and returns its stderr; it must exit cleanly."""
+    process.stop()
+    err = "".join(process.stderr)
+    assert process.process.returncode == 0, err
+    return err
 
 
 def _expected_lines(files: list[Path]) -> list[dict[str, object]]:
@@ -89,9 +53,9 @@ def ipfix_messages() -> Iterator[list[bytes]]:
     yield messages
 
 
-def test_collect_serves_decoded_flows_to_a_json_stream_consumer(ipfix_messages: list[bytes]) -> None:
-    process = Running(["collect", "--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0",
-                       "--json-server", "127.0.0.1:0", "--stats"])
+def test_collect_serves_decoded_flows_to_a_json_stream_consumer(ipfix_messages: list[bytes], tmp_path: Path) -> None:
+    process = _collect(["--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0",
+                        "--json-server", "127.0.0.1:0", "--stats"], tmp_path / "stdout")
     try:
         json_port = int(process.wait_for(r"JSON flow stream on [\d.]+:(\d+)").group(1))
         udp_port = int(process.wait_for(r"collecting on udp (\d+)").group(1))
@@ -109,7 +73,7 @@ def test_collect_serves_decoded_flows_to_a_json_stream_consumer(ipfix_messages: 
             data += chunk
         consumer.close()
     finally:
-        _, err = process.stop()
+        err = _stopped(process)
     flows = [json.loads(line) for line in data.splitlines()]
     assert len(flows) == 3979
     assert {f["exporter"] for f in flows} == {"127.0.0.1"}
@@ -121,8 +85,8 @@ def test_collect_serves_decoded_flows_to_a_json_stream_consumer(ipfix_messages: 
     assert "decode_errors_total" not in stats
 
 
-def test_collect_prints_flows_on_stdout_and_counts_bad_datagrams() -> None:
-    process = Running(["collect", "--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0", "--stats"])
+def test_collect_prints_flows_on_stdout_and_counts_bad_datagrams(tmp_path: Path) -> None:
+    process = _collect(["--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0", "--stats"], tmp_path / "stdout")
     try:
         udp_port = int(process.wait_for(r"collecting on udp (\d+)").group(1))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -132,7 +96,8 @@ def test_collect_prints_flows_on_stdout_and_counts_bad_datagrams() -> None:
         sender.sendto(v5[:30], ("127.0.0.1", udp_port))  # truncated v5
         time.sleep(1.0)
     finally:
-        out, err = process.stop()
+        err = _stopped(process)
+    out = (tmp_path / "stdout").read_bytes()
     flows = [json.loads(line) for line in out.splitlines()]
     expected = _expected_lines([DATA / "python-netflow-v9-softflowd" / "packet_v5.bin"])
     assert [_comparable(f) for f in flows] == [_comparable(f) for f in expected]

@@ -31,7 +31,8 @@ class WatchedProcess:
                                         start_new_session=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -72,5 +73,6 @@ class WatchedProcess:
                     continue
                 time.sleep(0.5)  # children of the group (JVMs) exit after their parent
         finally:
+            self.reader.join(timeout=5)  # the last stderr lines (the pipe closes when it exits)
             if self.handle is not None:
                 self.handle.close()
