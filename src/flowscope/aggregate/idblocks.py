@@ -35,14 +35,11 @@ BLOCK_IDS = 1 << 17  # a million hosts: 8 blocks
 U32 = npt.NDArray[np.uint32]
 
 
-def _bounds(keys: U64, shift: int, blocks: int) -> list[int]:
-    """Positions in sorted ``keys`` where each block of ids starts (and the end)."""
+def _bounds(keys: U64, shift: int) -> list[int]:
+    """Positions in sorted, non-empty ``keys`` where each block of ``BLOCK_IDS`` ids starts (and the end)."""
+    blocks = int(keys[-1] >> np.uint64(shift)) // BLOCK_IDS + 1
     firsts = np.arange(1, blocks, dtype=np.uint64) * np.uint64(BLOCK_IDS) << np.uint64(shift)
     return [0, *np.searchsorted(keys, firsts).tolist(), len(keys)]
-
-
-def _block_count(max_id: int) -> int:
-    return max_id // BLOCK_IDS + 1
 
 
 def _mapped_keys(keys: U64, id_map: I64, shift: int) -> U64:
@@ -55,10 +52,10 @@ def _mapped_keys(keys: U64, id_map: I64, shift: int) -> U64:
     return mapped
 
 
-def _by_block(ids: I64, starts: I64 | None = None) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
-    """(block, positions of ``ids`` in it) for each block that ``ids`` touch: blocks of
-    ``BLOCK_IDS`` ids, or blocks starting at the ids ``starts`` (sorted, ``starts[0] == 0``)."""
-    blocks = ids // BLOCK_IDS if starts is None else np.searchsorted(starts, ids, side="right") - 1
+def _by_block(ids: I64, starts: I64) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
+    """(block, positions of ``ids`` in it) for each block that ``ids`` touch, blocks starting at
+    the ids ``starts`` (sorted, ``starts[0] == 0``)."""
+    blocks = np.searchsorted(starts, ids, side="right") - 1
     for block in np.unique(blocks).tolist():
         yield block, np.flatnonzero(blocks == block)
 
@@ -239,8 +236,7 @@ class BlockedTopCounts:
         result = cls(counts.slots, counts.item_bits)
         if not len(counts.keys):
             return result
-        bounds = _bounds(counts.keys, counts.item_bits,
-                         _block_count(int(counts.keys[-1] >> np.uint64(counts.item_bits))))
+        bounds = _bounds(counts.keys, counts.item_bits)
         for lo, hi in pairwise(bounds):
             part = TopCounts(counts.slots, counts.item_bits)
             part.keys, part.counts = counts.keys[lo:hi], counts.counts[lo:hi]
@@ -288,7 +284,7 @@ class BlockedTopCounts:
             order = np.argsort(mapped)
             mapped, counts = mapped[order], source.counts[order]
             del order
-            bounds = _bounds(mapped, shift, _block_count(int(mapped[-1] >> np.uint64(shift))))
+            bounds = _bounds(mapped, shift)
             for block, (lo, hi) in enumerate(pairwise(bounds)):
                 if hi > lo:
                     pieces[block].append((mapped[lo:hi], counts[lo:hi]))
