@@ -217,10 +217,11 @@ class JsonServer:
 
     def _drop_client(self, client: _Client) -> None:
         assert self._selector is not None
+        # Counted before the client leaves the table: whoever sees it gone sees it counted too.
+        self.counters.add("json_stream_disconnections_total")
         with self._lock:
             self._clients.pop(client.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(client.sock)
         client.sock.close()
-        self.counters.add("json_stream_disconnections_total")
         log.info("JSON stream consumer left: %s", client.label)
