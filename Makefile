@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run demo test lint typecheck unit integration bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/flowscope/decode/_v5kernel.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench,spark]'
@@ -52,3 +52,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete

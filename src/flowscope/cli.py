@@ -86,7 +86,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
                              protocol=args.ipfixcol2_protocol, detailed_info=args.ipfixcol2_detailed_info),
             templates=session.templates.get,
         )
-    for batch, records in decode_files(args.files, session, normalizer, exporter=args.exporter):
+    for batch, records in decode_files(args.files, session, normalizer, exporter=args.exporter,
+                                       keep_records=formatter is not None):
         flows += len(batch)
         packets += int(batch["packets"].sum())
         octets += int(batch["bytes"].sum())

@@ -8,12 +8,14 @@ addresses become IPv4-mapped IPv6; RFC 5103 biflow records become two unidirecti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from flowscope.decode import v5kernel
 from flowscope.decode.context import RecordColumns
 from flowscope.decode.options import (
     SAMPLER_RANDOM_INTERVAL,
@@ -28,9 +30,10 @@ from flowscope.decode.options import (
     sampling_rates,
 )
 from flowscope.decode.records import RecordSet
+from flowscope.decode.session import DecoderSession
 from flowscope.decode.templates import Template, field_name, layout_number
 from flowscope.metrics import Counters
-from flowscope.model import FLOW_COLUMNS, FlowBatch
+from flowscope.model import FLOW_COLUMNS, Datagram, FlowBatch
 
 REVERSE_PEN = 29305
 NTP_UNIX_OFFSET_S = 2_208_988_800
@@ -541,3 +544,18 @@ class Normalizer:
             swapped["tcp_flags"] = flags[present].astype(np.uint8)
         reverse_batch = FlowBatch(swapped)
         return FlowBatch.concat([batch, reverse_batch]), np.concatenate([order, order[present] + 1])
+
+
+def decode_and_normalize(session: DecoderSession, normalizer: Normalizer, datagrams: Sequence[Datagram], *,
+                         keep_records: bool = False) -> tuple[FlowBatch, list[RecordSet]]:
+    """A batch of datagrams → its flows and the record sets they came from. A batch of plain
+    NetFlow v5 goes straight to flow columns through the compiled kernel, with no record sets
+    (unless ``keep_records``: output formats that print records need them)."""
+    if not keep_records:
+        flows = v5kernel.decode_flows(session, datagrams, apply_sampling=normalizer.config.apply_sampling)
+        if flows is not None:
+            session.counters.add("decode_batches_total", path="v5_kernel")
+            return flows, []
+    records = session.decode(datagrams)
+    session.counters.add("decode_batches_total", path="general")
+    return normalizer.normalize(records), records

@@ -30,7 +30,7 @@ from flowscope.export.jsonserver import JsonServer, JsonServerConfig
 from flowscope.export.parquet import ParquetOutput, ParquetWriter
 from flowscope.metrics import Counters
 from flowscope.model import Datagram, ExporterTable, FlowBatch
-from flowscope.normalize import NormalizeConfig, Normalizer
+from flowscope.normalize import NormalizeConfig, Normalizer, decode_and_normalize
 from flowscope.serve.sinks import ExporterTraffic, FanOut, LiveBroadcaster
 from flowscope.store import ResultStore
 
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 class FlowOutput(Protocol):
-    """Receives every normalized batch, on the decoding thread (must not block for long)."""
+    """Receives every normalized batch, on the decoding thread (must not block for long); the
+    record sets are empty for a batch the compiled NetFlow v5 kernel decoded straight to flows."""
 
     def write(self, batch: FlowBatch, records: list[RecordSet], exporters: ExporterTable) -> None: ...
 
@@ -155,8 +156,7 @@ class Collector:
     def _process(self, datagrams: list[Datagram]) -> None:
         assert self.session is not None and self.normalizer is not None
         try:
-            records = self.session.decode(datagrams)
-            batch = self.normalizer.normalize(records)
+            batch, records = decode_and_normalize(self.session, self.normalizer, datagrams)
         except Exception:  # a decoder bug must not kill collection; it is counted and logged
             log.exception("decoding a batch of %d datagrams failed", len(datagrams))
             self.counters.add("decode_batch_failures_total")
@@ -177,19 +177,19 @@ def decode_files(
     *,
     exporter: str = "0.0.0.0",
     batch_datagrams: int = 1024,
+    keep_records: bool = False,
 ) -> Iterator[tuple[FlowBatch, list[RecordSet]]]:
-    """Decode capture files in order through one session, a batch of datagrams at a time."""
+    """Decode capture files in order through one session, a batch of datagrams at a time (the
+    record sets are empty for batches decoded straight to flows, unless ``keep_records``)."""
     for path in paths:
         pending: list[Datagram] = []
         for datagram in read_capture(path, exporter=exporter, counters=session.counters):
             pending.append(datagram)
             if len(pending) >= batch_datagrams:
-                records = session.decode(pending)
-                yield normalizer.normalize(records), records
+                yield decode_and_normalize(session, normalizer, pending, keep_records=keep_records)
                 pending = []
         if pending:
-            records = session.decode(pending)
-            yield normalizer.normalize(records), records
+            yield decode_and_normalize(session, normalizer, pending, keep_records=keep_records)
 
 
 class EngineOutput:

@@ -17,7 +17,7 @@ import logging
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -57,6 +57,9 @@ class DecoderConfig:
     # After a batch the batch walk could not take any datagram of (variable-length records, say),
     # this many batches go the per-message path before it is tried again.
     batch_walk_retry_batches: int = 8
+    # Batches of plain NetFlow v5 datagrams decoded straight to flows by the compiled kernel when
+    # it was built (v5kernel.py); off: the general path (same results, slower).
+    compiled_kernel: bool = True
 
 
 _Context = MessageContext  # the per-message path's name for it
@@ -173,8 +176,12 @@ class DecoderSession:
     def count(self, name: str, value: int = 1, **labels: str) -> None:
         self._count(name, value, **labels)
 
-    def count_packets(self, packets: Counter[tuple[str, int]]) -> None:
+    def count_packets(self, packets: Mapping[tuple[str, int], int]) -> None:
         self._packets.update(packets)
+
+    def flush_counts(self) -> None:
+        """What ``count`` and ``count_packets`` gathered, into the counters (``decode`` does it itself)."""
+        self._flush_tally()
 
     def known_template_set(self, exporter: str, domain: int, version: int,
                            set_id: int) -> tuple[bytes, tuple[Template, ...]] | None:

@@ -28,6 +28,8 @@ HELP: dict[str, str] = {
     "collector_dropped_total": "Datagrams dropped before decoding, by reason.",
     "collector_kernel_drops_total": "Datagrams the kernel dropped on a UDP socket (receive buffer full).",
     "decode_packets_total": "Export packets decoded, per exporter and protocol version.",
+    "decode_batches_total": "Batches of datagrams decoded, per path (v5_kernel: plain NetFlow v5 straight to "
+                            "flows by the compiled kernel; general: everything else).",
     "decode_records_total": "Records decoded, per exporter and kind (data or options).",
     "decode_errors_total": "Decode errors, per exporter and kind.",
     "decode_sequence_lost_total": "Export records or packets missing according to sequence numbers.",
