@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchutil
 import exportgen
 import v5_floor
-from flowscope.decode.session import DecoderSession
+from flowscope.decode.session import DecoderConfig, DecoderSession
 from flowscope.model import Datagram
-from flowscope.normalize import NormalizeConfig, Normalizer
+from flowscope.normalize import NormalizeConfig, Normalizer, decode_and_normalize
 
 try:
     import netflow
@@ -64,35 +64,83 @@ class _Clock:
         self.wall = time.perf_counter()
 
 
-def run_flowscope(datagrams: list[Datagram], batch: int) -> dict[str, Any]:
-    session = DecoderSession()
+def run_flowscope(datagrams: list[Datagram], batch: int, *, kernel: bool = True) -> dict[str, Any]:
+    """Batches through what the collector runs (``decode_and_normalize``: plain NetFlow v5 batches
+    straight to flows through the compiled kernel), timed as a whole; ``kernel=False``: the general
+    path, decode and normalize timed apart."""
+    session = DecoderSession(DecoderConfig(compiled_kernel=kernel))
     normalizer = Normalizer(COLLECTOR_NORMALIZE, session.options, session.counters)
-    decode_cpu = normalize_cpu = decode_wall = normalize_wall = 0.0
-    flows = octets = 0
+    decode_cpu = normalize_cpu = wall = 0.0
+    flows = octets = kernel_batches = 0
     for start in range(0, len(datagrams), batch):
         chunk = datagrams[start : start + batch]
         t0 = _Clock()
-        records = session.decode(chunk)
-        t1 = _Clock()
-        flow_batch = normalizer.normalize(records)
-        t2 = _Clock()
+        if kernel:
+            flow_batch, records = decode_and_normalize(session, normalizer, chunk)
+            t1 = t2 = _Clock()
+            kernel_batches += not records and len(flow_batch) > 0
+        else:
+            records = session.decode(chunk)
+            t1 = _Clock()
+            flow_batch = normalizer.normalize(records)
+            t2 = _Clock()
         decode_cpu += t1.cpu - t0.cpu
         normalize_cpu += t2.cpu - t1.cpu
-        decode_wall += t1.wall - t0.wall
-        normalize_wall += t2.wall - t1.wall
+        wall += t2.wall - t0.wall
         flows += len(flow_batch)
         octets += int(flow_batch["bytes"].sum())
     counters = session.counters
     return {
         "flows": flows,
         "octets": octets,
-        "decode_cpu_s": decode_cpu,
-        "normalize_cpu_s": normalize_cpu,
-        "wall_s": decode_wall + normalize_wall,
+        "cpu_s": decode_cpu + normalize_cpu,
+        "decode_cpu_s": None if kernel else decode_cpu,
+        "normalize_cpu_s": None if kernel else normalize_cpu,
+        "kernel_batches": kernel_batches,
+        "wall_s": wall,
         "errors": counters.total("decode_errors_total"),
         "sequence_lost": counters.total("decode_sequence_lost_total"),
         "pending": counters.total("decode_pending_sets_total"),
     }
+
+
+def measure(key: str, datagrams: list[Datagram], batch: int, stream: Any, repeats: int, *,
+            kernel: bool = True) -> dict[str, Any]:
+    """``run_flowscope`` ``repeats`` times, checked against what the generator put in."""
+    runs = []
+    for _ in range(repeats):
+        run = run_flowscope(datagrams, batch, kernel=kernel)
+        if run["flows"] != stream.total_flows or run["octets"] != stream.octets_total or run["errors"]:
+            raise SystemExit(f"{key}: flowscope decoded {run['flows']} flows / {run['octets']} octets "
+                             f"with {run['errors']} errors; generated {stream.total_flows} / "
+                             f"{stream.octets_total}")
+        runs.append(run)
+    rates = [r["flows"] / r["cpu_s"] for r in runs]
+    best = runs[rates.index(max(rates))]
+    entry: dict[str, Any] = {
+        "batch_datagrams": batch,
+        "path": "collector (compiled kernel where it applies)" if kernel else "general (no compiled kernel)",
+        "kernel_batches": best["kernel_batches"],
+        "batches": -(-len(datagrams) // batch),
+        "flows_per_s_median": statistics.median(rates),
+        "flows_per_s_best": max(rates),
+        "wall_flows_per_s_median": statistics.median(r["flows"] / r["wall_s"] for r in runs),
+        "runs_flows_per_s": rates,
+        "sequence_lost": best["sequence_lost"],
+    }
+    split = ""
+    if not kernel:
+        entry["decode_flows_per_s_best"] = best["flows"] / best["decode_cpu_s"]
+        entry["normalize_flows_per_s_best"] = best["flows"] / best["normalize_cpu_s"]
+        entry["decode_share_best"] = best["decode_cpu_s"] / best["cpu_s"]
+        split = (f"; decode {entry['decode_flows_per_s_best'] / 1e6:.2f}, normalize "
+                 f"{entry['normalize_flows_per_s_best'] / 1e6:.2f}")
+    label = "flowscope" if kernel else "general  "
+    print(f"  {label} batch {batch:5d}: {entry['flows_per_s_median'] / 1e6:6.2f} M flows/s median "
+          f"(best {entry['flows_per_s_best'] / 1e6:.2f}{split}; wall-clock "
+          f"{entry['wall_flows_per_s_median'] / 1e6:.2f}; kernel took {entry['kernel_batches']} of "
+          f"{entry['batches']} batches)", flush=True)
+    return entry
 
 
 def numpy_floor(datagrams: list[Datagram], batch: int, repeats: int, stream: Any) -> dict[str, Any]:
@@ -189,32 +237,10 @@ def bench_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
           f"template from {template.source}", flush=True)
     run_flowscope(datagrams[: min(len(datagrams), 2000)], 256)  # warm-up: imports, caches, first plans
     for batch in args.batch_sizes:
-        runs = []
-        for _ in range(args.repeats):
-            run = run_flowscope(datagrams, batch)
-            if run["flows"] != stream.total_flows or run["octets"] != stream.octets_total or run["errors"]:
-                raise SystemExit(f"{key}: flowscope decoded {run['flows']} flows / {run['octets']} octets "
-                                 f"with {run['errors']} errors; generated {stream.total_flows} / "
-                                 f"{stream.octets_total}")
-            runs.append(run)
-        rates = [r["flows"] / (r["decode_cpu_s"] + r["normalize_cpu_s"]) for r in runs]
-        best = runs[rates.index(max(rates))]
-        entry = {
-            "batch_datagrams": batch,
-            "flows_per_s_median": statistics.median(rates),
-            "flows_per_s_best": max(rates),
-            "decode_flows_per_s_best": best["flows"] / best["decode_cpu_s"],
-            "normalize_flows_per_s_best": best["flows"] / best["normalize_cpu_s"],
-            "decode_share_best": best["decode_cpu_s"] / (best["decode_cpu_s"] + best["normalize_cpu_s"]),
-            "wall_flows_per_s_median": statistics.median(r["flows"] / r["wall_s"] for r in runs),
-            "runs_flows_per_s": rates,
-            "sequence_lost": best["sequence_lost"],
-        }
+        entry = measure(key, datagrams, batch, stream, args.repeats)
         result["flowscope"].append(entry)
-        print(f"  flowscope batch {batch:5d}: {entry['flows_per_s_median'] / 1e6:6.2f} M flows/s median "
-              f"(best {entry['flows_per_s_best'] / 1e6:.2f}; decode {entry['decode_flows_per_s_best'] / 1e6:.2f},"
-              f" normalize {entry['normalize_flows_per_s_best'] / 1e6:.2f}; wall-clock "
-              f"{entry['wall_flows_per_s_median'] / 1e6:.2f})", flush=True)
+        if key == "v5":
+            entry["general_path"] = measure(key, datagrams, batch, stream, args.repeats, kernel=False)
         if key == "v5":
             entry["numpy_floor"] = numpy_floor(datagrams, batch, args.repeats, stream)
     if key == "v5":
@@ -227,9 +253,10 @@ def bench_case(key: str, args: argparse.Namespace) -> dict[str, Any]:
         peer["agrees_with_flowscope"] = check["flows"] == peer["flows"] and check["octets"] == peer["octets"]
         for entry in result["flowscope"]:
             entry["ratio_vs_netflow"] = entry["flows_per_s_median"] / peer["flows_per_s"]
-            floor = entry.get("numpy_floor", {})
-            if "flows_per_s_median" in floor:
-                floor["ratio_vs_netflow"] = floor["flows_per_s_median"] / peer["flows_per_s"]
+            for extra in ("general_path", "numpy_floor"):
+                other = entry.get(extra, {})
+                if "flows_per_s_median" in other:
+                    other["ratio_vs_netflow"] = other["flows_per_s_median"] / peer["flows_per_s"]
         print(f"  netflow {netflow_version()}: {peer['flows_per_s'] / 1e3:8.1f} k flows/s on {peer_n} datagrams "
               f"(flows and octets agree with flowscope: {peer['agrees_with_flowscope']})", flush=True)
     else:
@@ -250,28 +277,28 @@ def netflow_version() -> str:
 
 def summary_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
+
+    def row(label: str, r: dict[str, Any], entry: dict[str, Any], peer_text: str) -> list[str]:
+        ratio = entry.get("ratio_vs_netflow")
+        return [
+            label, str(r["flows_per_datagram"]), str(entry.get("batch_datagrams", "")),
+            f"{entry['flows_per_s_median'] / 1e6:.2f}M",
+            f"{entry['decode_flows_per_s_best'] / 1e6:.2f}M" if "decode_flows_per_s_best" in entry else "",
+            f"{entry['normalize_flows_per_s_best'] / 1e6:.2f}M" if "normalize_flows_per_s_best" in entry else "",
+            f"{entry['wall_flows_per_s_median'] / 1e6:.2f}M" if "wall_flows_per_s_median" in entry else "",
+            peer_text, "n/a" if ratio is None else f"{ratio:.0f}x",
+        ]
+
     for r in results:
         peer = r["netflow"]
         peer_text = "n/a" if "unsupported" in peer else f"{peer['flows_per_s'] / 1e3:.0f}k"
         for entry in r["flowscope"]:
-            ratio = entry.get("ratio_vs_netflow")
-            rows.append([
-                r["case"] + (" (variable)" if r["variable_length"] else ""),
-                str(r["flows_per_datagram"]),
-                str(entry["batch_datagrams"]),
-                f"{entry['flows_per_s_median'] / 1e6:.2f}M",
-                f"{entry['decode_flows_per_s_best'] / 1e6:.2f}M",
-                f"{entry['normalize_flows_per_s_best'] / 1e6:.2f}M",
-                f"{entry['wall_flows_per_s_median'] / 1e6:.2f}M",
-                peer_text,
-                "n/a" if ratio is None else f"{ratio:.0f}x",
-            ])
-            floor = entry.get("numpy_floor", {})
-            if "flows_per_s_median" in floor:
-                floor_ratio = floor.get("ratio_vs_netflow")
-                rows.append([r["case"] + " numpy floor", str(r["flows_per_datagram"]), str(entry["batch_datagrams"]),
-                             f"{floor['flows_per_s_median'] / 1e6:.2f}M", "", "", "", peer_text,
-                             "n/a" if floor_ratio is None else f"{floor_ratio:.0f}x"])
+            rows.append(row(r["case"] + (" (variable)" if r["variable_length"] else ""), r, entry, peer_text))
+            for extra, label in (("general_path", " general path"), ("numpy_floor", " numpy floor")):
+                other = entry.get(extra, {})
+                if "flows_per_s_median" in other:
+                    rows.append(row(r["case"] + label, r, {"batch_datagrams": entry["batch_datagrams"], **other},
+                                    peer_text))
     return rows
 
 
