@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run demo test lint typecheck unit integration bench clean
 
-$(STAMP): pyproject.toml setup.py src/flowscope/decode/_v5kernel.c
+$(STAMP): pyproject.toml setup.py $(wildcard src/flowscope/decode/_*.c)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench,spark]'

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from flowscope.decode import walkkernel
 from flowscope.decode.context import MessageContext, RecordColumns, SetColumns
 from flowscope.decode.records import SharedRows
 from flowscope.decode.templates import Template, TemplateStore, layout_number
@@ -113,7 +114,14 @@ class WalkCache:
         return self
 
 
-def _walk(datagrams: Sequence[Datagram]) -> _Walk | None:
+def _walk(datagrams: Sequence[Datagram], compiled: bool) -> _Walk | None:
+    """The headers of a batch: through the compiled kernel if asked and built, else with numpy;
+    None if the batch has too many exporters to key."""
+    walk = _walk_compiled(datagrams) if compiled and walkkernel.KERNEL is not None else None
+    return walk if walk is not None else _walk_numpy(datagrams)
+
+
+def _walk_numpy(datagrams: Sequence[Datagram]) -> _Walk | None:
     n = len(datagrams)
     payloads = [d.payload for d in datagrams]
     lengths = np.fromiter(map(len, payloads), np.int64, n)
@@ -238,19 +246,47 @@ def _walk(datagrams: Sequence[Datagram]) -> _Walk | None:
         keep = eligible[set_datagram]
         set_datagram, set_id, set_start, set_length, set_is_template = (
             set_datagram[keep], set_id[keep], set_start[keep], set_length[keep], set_is_template[keep])
-    # (exporter, version, domain) as one integer: 13 + 2 + 32 bits; with the set id, 16 more
-    scope = (code << 34) | (vcode << 32) | domain
-    raw_keys = (scope[set_datagram] << 16) | set_id
-    keys = np.sort(raw_keys)  # np.unique costs 5-15 µs more here (hashing, then sorting)
-    if len(keys) > 1:
-        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-    set_key = np.searchsorted(keys, raw_keys)
+    scope, keys, set_key = _keys(code, vcode, domain, set_datagram, set_id)
     return _Walk(
         exporters=list(codes), code=code, vcode=vcode, eligible=eligible, domain=domain, sequence=sequence,
         export_time_ms=export_time_ms, sys_uptime_ms=sys_uptime_ms,
         time_received_ms=np.fromiter([d.time_received_ms for d in datagrams], np.int64, n), sampling=sampling,
         v5_count=h2, set_datagram=set_datagram, set_id=set_id, set_start=set_start, set_length=set_length,
         set_is_template=set_is_template, set_key=set_key, scope=scope, only_version=only, keys=keys, buffer=buffer,
+    )
+
+
+def _keys(code: npt.NDArray[np.int64], vcode: npt.NDArray[np.int64], domain: npt.NDArray[np.int64],
+          set_datagram: npt.NDArray[np.int64], set_id: npt.NDArray[np.int64]) -> tuple[np.ndarray, ...]:
+    """The scope of every datagram, the distinct set keys, and each set's index among them."""
+    # (exporter, version, domain) as one integer: 13 + 2 + 32 bits; with the set id, 16 more
+    scope = (code << 34) | (vcode << 32) | domain
+    raw_keys = (scope[set_datagram] << 16) | set_id
+    keys = np.sort(raw_keys)  # np.unique costs 5-15 µs more here (hashing, then sorting)
+    if len(keys) > 1:
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    return scope, keys, np.searchsorted(keys, raw_keys)
+
+
+def _walk_compiled(datagrams: Sequence[Datagram]) -> _Walk | None:
+    """``_walk_numpy``'s tables from the compiled header pass; None if it did not take the batch."""
+    headers = walkkernel.walk(datagrams, _MAX_EXPORTERS)
+    if headers is None:
+        return None
+    heads, sets, wk = headers.heads, headers.sets, walkkernel
+    code, vcode, domain, version = heads[:, wk.CODE], heads[:, wk.VCODE], heads[:, wk.DOMAIN], heads[:, wk.VERSION]
+    set_datagram, set_id = sets[:, wk.SET_DATAGRAM], sets[:, wk.SET_ID]
+    first = int(version[0])
+    only = first if first >= 0 and bool((version == first).all()) else None
+    scope, keys, set_key = _keys(code, vcode, domain, set_datagram, set_id)
+    return _Walk(
+        exporters=headers.exporters, code=code, vcode=vcode, eligible=heads[:, wk.ELIGIBLE].astype(np.bool_),
+        domain=domain, sequence=heads[:, wk.SEQUENCE], export_time_ms=heads[:, wk.EXPORT],
+        sys_uptime_ms=heads[:, wk.UPTIME], time_received_ms=heads[:, wk.RECEIVED],
+        sampling=heads[:, wk.SAMPLING].astype(np.uint32), v5_count=heads[:, wk.H2], set_datagram=set_datagram,
+        set_id=set_id, set_start=sets[:, wk.SET_START], set_length=sets[:, wk.SET_LENGTH],
+        set_is_template=sets[:, wk.SET_TEMPLATE].astype(np.bool_), set_key=set_key, scope=scope, only_version=only,
+        keys=keys, buffer=headers.buffer,
     )
 
 
@@ -364,7 +400,7 @@ def _refresh_count(session: DecoderSession, scope: _Scope, known: KnownTemplateS
 def decode_batch(session: DecoderSession, datagrams: Sequence[Datagram]) -> bool:
     """Decode a batch into the session's groups, as ``DecoderSession._message`` on each would;
     returns whether the batch walk took any datagram itself (else it was only overhead)."""
-    walk = _walk(datagrams) if datagrams else None
+    walk = _walk(datagrams, session.config.compiled_kernel) if datagrams else None
     if walk is None:
         for datagram in datagrams:
             session.message(datagram)
@@ -464,32 +500,40 @@ def _gather(session: DecoderSession, walk: _Walk, classes: _Classes, sets: npt.N
     group_keys = sorted_keys[[a for _, (a, _) in spans]].tolist()
     templates = [classes.templates[key] for key in group_keys]
     one_layout = len({layout_number(t) for t in templates if t is not None}) == 1
-    record_index = np.arange(total, dtype=np.int64)
-    # Sets of one layout and one record count (full v5 datagrams, say): each set is gathered as
-    # one item, 4 times cheaper than record by record.
-    per_set = int(set_counts[0]) if one_layout and bool((set_counts == set_counts[0]).all()) else 0
-    repeats: int | npt.NDArray[np.int64] = per_set or set_counts
-    offsets: npt.NDArray[np.int64] | None = None
-    if per_set:
-        gathered: np.ndarray | None = _sets(walk.buffer, walk.set_start[set_index], per_set, templates[0])
-    else:
-        # record r of set j starts at set_start[j] + (r - first_record[j]) * length[j]
-        step = int(set_lengths[0]) if one_layout else np.repeat(set_lengths, set_counts)
-        offsets = np.repeat(walk.set_start[set_index] - first_record * set_lengths, set_counts) + record_index * step
-        gathered = _records(walk.buffer, offsets, templates[0]) if one_layout else None
     columns = SetColumns(
         counts=set_counts, order_start=order_start[members], export_time_ms=walk.export_time_ms[datagram],
         sys_uptime_ms=walk.sys_uptime_ms[datagram], time_received_ms=walk.time_received_ms[datagram],
         header_sampling_interval=walk.sampling[datagram],
     )
-    per_record = RecordColumns(
-        export_time_ms=np.repeat(columns.export_time_ms, repeats),
-        sys_uptime_ms=np.repeat(columns.sys_uptime_ms, repeats),
-        time_received_ms=np.repeat(columns.time_received_ms, repeats),
-        order=np.repeat(columns.order_start - first_record, repeats) + record_index,
-        header_sampling_interval=(np.repeat(columns.header_sampling_interval, repeats)
-                                  if any(t is V5_TEMPLATE for t in templates) else np.zeros(0, np.uint32)),
-    )
+    with_sampling = any(t is V5_TEMPLATE for t in templates)
+    offsets: npt.NDArray[np.int64] | None = None
+    gathered: np.ndarray | None
+    if one_layout and session.config.compiled_kernel and walkkernel.KERNEL is not None:
+        assert templates[0] is not None
+        gathered, per_record = walkkernel.gather(walk.buffer, walk.set_start[set_index], columns, templates[0],
+                                                 with_sampling)
+    else:
+        record_index = np.arange(total, dtype=np.int64)
+        # Sets of one layout and one record count (full v5 datagrams, say): each set is gathered
+        # as one item, 4 times cheaper than record by record.
+        per_set = int(set_counts[0]) if one_layout and bool((set_counts == set_counts[0]).all()) else 0
+        repeats: int | npt.NDArray[np.int64] = per_set or set_counts
+        if per_set:
+            gathered = _sets(walk.buffer, walk.set_start[set_index], per_set, templates[0])
+        else:
+            # record r of set j starts at set_start[j] + (r - first_record[j]) * length[j]
+            step = int(set_lengths[0]) if one_layout else np.repeat(set_lengths, set_counts)
+            offsets = (np.repeat(walk.set_start[set_index] - first_record * set_lengths, set_counts)
+                       + record_index * step)
+            gathered = _records(walk.buffer, offsets, templates[0]) if one_layout else None
+        per_record = RecordColumns(
+            export_time_ms=np.repeat(columns.export_time_ms, repeats),
+            sys_uptime_ms=np.repeat(columns.sys_uptime_ms, repeats),
+            time_received_ms=np.repeat(columns.time_received_ms, repeats),
+            order=np.repeat(columns.order_start - first_record, repeats) + record_index,
+            header_sampling_interval=(np.repeat(columns.header_sampling_interval, repeats)
+                                      if with_sampling else np.zeros(0, np.uint32)),
+        )
     # header values of each group's first set, for its context
     heads = [0]
     for _, (a, b) in spans[:-1]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.unit.decode.test_fuzz import EXPORTERS, PAYLOADS, SEEDS, fuzz_settings
 
-from flowscope.decode import batchwalk
+from flowscope.decode import batchwalk, walkkernel
 from flowscope.decode.records import RecordSet
 from flowscope.decode.session import DecoderConfig, DecoderSession
 from flowscope.metrics import Counters
@@ -115,8 +116,7 @@ class Pair:
 
 
 def _with(config: DecoderConfig, *, batch_walk: bool, retry_batches: int = 8) -> DecoderConfig:
-    return DecoderConfig(config.max_templates_per_exporter, config.pending_max_sets_per_exporter,
-                         config.pending_max_age_ms, config.error_log_interval_ms, batch_walk, retry_batches)
+    return replace(config, batch_walk=batch_walk, batch_walk_retry_batches=retry_batches)
 
 
 def assert_same_records(a: RecordSet, b: RecordSet) -> None:
@@ -167,10 +167,15 @@ def assert_same_state(a: DecoderSession, b: DecoderSession) -> None:
 # -- the captures of tests/data -----------------------------------------------------------------
 
 
+COMPILED = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+
+
+@COMPILED
 @pytest.mark.parametrize("batch", [2, 3, 7, 64, 10_000])
-def test_captures(batch: int) -> None:
-    """All captures, one exporter per source, twice over (the second round meets known templates)."""
-    pair = Pair()
+def test_captures(batch: int, compiled: bool) -> None:
+    """All captures, one exporter per source, twice over (the second round meets known templates);
+    the batch walk's loops compiled (walkkernel.py) or in numpy."""
+    pair = Pair(DecoderConfig(compiled_kernel=compiled))
     stream = [Datagram(f"192.0.2.{i}", T0 + n * 10, payload)
               for n, (i, (_, payload)) in enumerate(enumerate(CAPTURES))]
     sources = sorted({source for source, _ in CAPTURES})
@@ -309,10 +314,11 @@ def generated_stream() -> list[Datagram]:
     return out
 
 
+@COMPILED
 @pytest.mark.parametrize(("batch", "retry_batches"), [(2, 0), (5, 0), (64, 0), (256, 0), (4096, 0), (5, 8), (64, 3)])
-def test_generated_streams(batch: int, retry_batches: int) -> None:
+def test_generated_streams(batch: int, retry_batches: int, compiled: bool) -> None:
     """retry_batches > 0: after a call the batch walk took nothing of, some calls skip it."""
-    pair = Pair(retry_batches=retry_batches)
+    pair = Pair(DecoderConfig(compiled_kernel=compiled), retry_batches=retry_batches)
     datagrams = generated_stream()
     for start in range(0, len(datagrams), batch):
         pair.call(datagrams[start : start + batch])
@@ -334,7 +340,7 @@ def test_later_sets_walked_either_way(few_messages: int, monkeypatch: pytest.Mon
     """The sets after a message's first are walked in Python when few messages have them, else with
     numpy steps: forced one way and the other, the results stay the per-message path's."""
     monkeypatch.setattr(batchwalk, "_FEW_MESSAGES", few_messages)
-    pair = Pair()
+    pair = Pair(DecoderConfig(compiled_kernel=False))  # the compiled walk has no numpy steps
     datagrams = generated_stream()
     for start in range(0, len(datagrams), 256):
         pair.call(datagrams[start : start + 256])
@@ -361,11 +367,12 @@ def _counting(function: Callable[..., np.ndarray], calls: dict[str, int], name: 
 def test_sets_gathered_whole(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches whose data sets all hold as many records of one layout (full v5 datagrams of two
     exporters and engines; v9 datagrams of a fixed count, some with a template refresh first) are
-    gathered set by set; batches with one shorter set fall back to record by record."""
+    gathered set by set; batches with one shorter set fall back to record by record (the numpy
+    gather; the compiled one copies set by set always)."""
     calls: dict[str, int] = {"_sets": 0, "_records": 0}
     for name in calls:
         monkeypatch.setattr(batchwalk, name, _counting(getattr(batchwalk, name), calls, name))
-    pair = Pair()
+    pair = Pair(DecoderConfig(compiled_kernel=False))
     v5_sequence = {("192.0.2.7", 0): 0, ("192.0.2.7", 0x0102): 0, ("192.0.2.8", 0): 0}
     datagrams = []
     for n in range(400):
@@ -426,6 +433,44 @@ def batches(draw: st.DrawFn) -> list[list[Datagram]]:
 @fuzz_settings()
 @given(batches())
 def test_mutated_datagrams(calls: list[list[Datagram]]) -> None:
-    pair = Pair()
-    for datagrams in calls:
-        pair.call(datagrams)
+    for compiled in (True, False):
+        pair = Pair(DecoderConfig(compiled_kernel=compiled))
+        for datagrams in calls:
+            pair.call(datagrams)
+        for datagrams in calls:
+            assert_same_walks(datagrams)
+
+
+def assert_same_walks(datagrams: list[Datagram]) -> None:
+    """The compiled header pass makes the numpy one's tables: equal for every eligible datagram
+    (the numpy pass reads whatever bytes follow a short datagram; neither uses those values)."""
+    compiled = batchwalk._walk(datagrams, True) if datagrams else None
+    numpy = batchwalk._walk_numpy(datagrams) if datagrams else None
+    assert (compiled is None) == (numpy is None)
+    if numpy is None or compiled is None:
+        return
+    assert compiled.exporters == numpy.exporters and compiled.buffer == numpy.buffer
+    assert np.array_equal(compiled.eligible, numpy.eligible)
+    eligible = numpy.eligible
+    for name in ("code", "vcode", "domain", "sequence", "export_time_ms", "sys_uptime_ms", "time_received_ms",
+                 "scope", "sampling"):
+        x, y = getattr(compiled, name), getattr(numpy, name)
+        assert x.dtype == y.dtype, name
+        assert np.array_equal(x[eligible], y[eligible]), name
+    v5 = eligible & (numpy.vcode == 0)
+    assert np.array_equal(compiled.v5_count[v5], numpy.v5_count[v5])
+    for name in ("set_datagram", "set_id", "set_start", "set_length", "set_is_template", "set_key", "keys"):
+        x, y = getattr(compiled, name), getattr(numpy, name)
+        assert x.dtype == y.dtype, name
+        assert np.array_equal(x, y), name
+    if all(len(d.payload) >= 4 for d in datagrams):
+        assert compiled.only_version == numpy.only_version
+
+
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_compiled_walk_tables(batch: int) -> None:
+    assert walkkernel.KERNEL is not None, "flowscope.decode._walkkernel was not built: pip install -e . with gcc"
+    datagrams = [Datagram(f"198.51.100.{n % 3}", T0 + n, payload) for n, (_, payload) in enumerate(CAPTURES)]
+    datagrams += generated_stream()
+    for start in range(0, len(datagrams), batch):
+        assert_same_walks(datagrams[start : start + batch])
