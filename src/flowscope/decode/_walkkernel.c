@@ -3,7 +3,7 @@
  * header of a batch of NetFlow v5 / v9 / IPFIX datagrams and joins the payloads into one buffer;
  * `gather` copies the records of data sets end to end and repeats their header values per record.
  *
- * Why C: batchwalk.py does both with numpy calls over the whole batch, but a batch of 256
+ * Why C: headerwalk.py and batchwalk.py do both with numpy calls over the whole batch, but a batch of 256
  * datagrams is small, and the fixed cost of those calls (plus the Python reads of every datagram
  * and the join) was more than half the decode time of a NetFlow v9 or IPFIX batch. These loops
  * make exactly the arrays the numpy steps make (tests compare them), and walkkernel.py falls back
@@ -18,8 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define PAD 64       /* zero bytes after the joined payloads, as batchwalk._PAD */
-#define MAX_SETS 16  /* sets per message walked here, as batchwalk._MAX_SETS */
+#define PAD 64       /* zero bytes after the joined payloads, as headerwalk._PAD */
+#define MAX_SETS 16  /* sets per message walked here, as headerwalk._MAX_SETS */
 #define V5_HEADER 24
 #define V5_RECORD 48
 #define V9_HEADER 20

@@ -1,5 +1,5 @@
 """The batch walk's compiled loops (``_walkkernel.c``), from the Python side: ``walk`` makes the
-tables of the numpy header pass of ``batchwalk._walk_numpy``, ``gather`` the records and
+tables of the numpy header pass of ``headerwalk.walk_numpy``, ``gather`` the records and
 per-record columns of ``batchwalk._gather``, each in one loop over the batch.
 
 The kernel is optional, built at install time where a C compiler is present; without it
@@ -28,7 +28,7 @@ except ImportError:  # not built (no C compiler at install time): the numpy walk
     _kernel = None
 
 KERNEL: ModuleType | None = _kernel
-MAX_SETS = 16  # sets per message the kernel walks (batchwalk._MAX_SETS)
+MAX_SETS = 16  # sets per message the kernel walks (headerwalk._MAX_SETS)
 # The columns of ``Headers.heads`` and ``Headers.sets``.
 CODE, VCODE, ELIGIBLE, DOMAIN, SEQUENCE, EXPORT, UPTIME, RECEIVED, SAMPLING, H2, VERSION = range(11)
 SET_DATAGRAM, SET_ID, SET_START, SET_LENGTH, SET_TEMPLATE = range(5)

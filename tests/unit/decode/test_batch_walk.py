@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.unit.decode.test_fuzz import EXPORTERS, PAYLOADS, SEEDS, fuzz_settings
 
-from flowscope.decode import batchwalk, walkkernel
+from flowscope.decode import batchwalk, headerwalk, walkkernel
 from flowscope.decode.records import RecordSet
 from flowscope.decode.session import DecoderConfig, DecoderSession
 from flowscope.metrics import Counters
@@ -339,7 +339,7 @@ def test_generated_streams(batch: int, retry_batches: int, compiled: bool) -> No
 def test_later_sets_walked_either_way(few_messages: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The sets after a message's first are walked in Python when few messages have them, else with
     numpy steps: forced one way and the other, the results stay the per-message path's."""
-    monkeypatch.setattr(batchwalk, "_FEW_MESSAGES", few_messages)
+    monkeypatch.setattr(headerwalk, "_FEW_MESSAGES", few_messages)
     pair = Pair(DecoderConfig(compiled_kernel=False))  # the compiled walk has no numpy steps
     datagrams = generated_stream()
     for start in range(0, len(datagrams), 256):
@@ -444,8 +444,8 @@ def test_mutated_datagrams(calls: list[list[Datagram]]) -> None:
 def assert_same_walks(datagrams: list[Datagram]) -> None:
     """The compiled header pass makes the numpy one's tables: equal for every eligible datagram
     (the numpy pass reads whatever bytes follow a short datagram; neither uses those values)."""
-    compiled = batchwalk._walk(datagrams, True) if datagrams else None
-    numpy = batchwalk._walk_numpy(datagrams) if datagrams else None
+    compiled = headerwalk.walk_headers(datagrams, True) if datagrams else None
+    numpy = headerwalk.walk_numpy(datagrams) if datagrams else None
     assert (compiled is None) == (numpy is None)
     if numpy is None or compiled is None:
         return
