@@ -62,7 +62,7 @@ from tests.integration.peer.peertools import nfdump, run_nfcapd, softflowd_expor
 
 from flowscope.aggregate.engine import EngineConfig
 from flowscope.aggregate.stats import PortSide, StatsSpec
-from flowscope.decode.session import DecoderSession
+from flowscope.decode.session import DecoderConfig, DecoderSession
 from flowscope.metrics import Counters
 from flowscope.model import FLOW_COLUMNS, FlowBatch, addresses_text, ipv4_to_mapped
 from flowscope.normalize import NormalizeConfig, Normalizer
@@ -500,6 +500,23 @@ def test_nfdump_and_flowscope_hold_the_same_flows(dataset: Dataset) -> None:
         "softflowd-ipfix": {"same": len(ours) - lasting - 2, "swapped": lasting, "undated": 2},
     }.get(dataset.name, {"same": len(ours)})
     assert how == expected
+
+
+def test_softflowd_v5_is_decoded_by_the_compiled_kernel_as_by_the_general_path(built: dict[str, Dataset]) -> None:
+    """The flows compared with nfdump above came through the compiled NetFlow v5 kernel (softflowd
+    sends plain v5 datagrams), and the general path gives the same columns."""
+    capture = built["softflowd-v5"].capture
+    batches = {}
+    for compiled in (True, False):
+        counters = Counters()
+        session = DecoderSession(DecoderConfig(compiled_kernel=compiled), counters)
+        normalizer = Normalizer(NormalizeConfig(), session.options, counters)
+        batches[compiled] = FlowBatch.concat([b for b, _ in decode_files([capture], session, normalizer)])
+        taken = counters.get("decode_batches_total", path="v5_kernel")
+        assert (taken > 0) if compiled else (taken == 0)
+    assert len(batches[True]) == built["softflowd-v5"].records
+    for name in FLOW_COLUMNS:
+        assert np.array_equal(batches[True][name], batches[False][name]), name
 
 
 def test_no_flow_is_late(dataset: Dataset) -> None:
