@@ -57,8 +57,9 @@ class DecoderConfig:
     # After a batch the batch walk could not take any datagram of (variable-length records, say),
     # this many batches go the per-message path before it is tried again.
     batch_walk_retry_batches: int = 8
-    # Batches of plain NetFlow v5 datagrams decoded straight to flows by the compiled kernel when
-    # it was built (v5kernel.py); off: the general path (same results, slower).
+    # The compiled loops, where they were built: plain NetFlow v5 batches straight to flows
+    # (v5kernel.py), the batch walk's header pass and gather (walkkernel.py); off: numpy only
+    # (same results, slower).
     compiled_kernel: bool = True
 
 
