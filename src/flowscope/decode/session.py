@@ -33,6 +33,7 @@ from flowscope.decode.sequence import SequenceTracker
 from flowscope.decode.templates import Template, TemplateStore
 from flowscope.decode.v5 import FORMATS as LEGACY_FORMATS
 from flowscope.decode.v5 import parse_header as parse_legacy_header
+from flowscope.decode.variable import walk_records
 from flowscope.metrics import Counters
 from flowscope.model import Datagram, ExporterTable
 
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 _VERSION = struct.Struct("!H")
 _SET_HEADER = struct.Struct("!HH")  # set id, set length: the same in NetFlow v9 and IPFIX
-_LONG_LENGTH = struct.Struct("!H")  # the 3-byte form of a variable-length field's length
-_VARIABLE_LENGTH_LONG = 255
 _KNOWN_TEMPLATE_SETS_MAX = 4096  # template-set scopes remembered for the refresh fast path
 
 
@@ -73,28 +72,6 @@ def _contradicts(before: ExporterOptions, after: ExporterOptions) -> bool:
     if before.system_init_ms is not None and after.system_init_ms != before.system_init_ms:
         return True
     return any(after.sampling_by_id.get(sampler) != rate for sampler, rate in before.sampling_by_id.items())
-
-
-def _variable_layout(template: Template) -> tuple[tuple[int, int], ...]:
-    """A variable-length template as the walk needs it, computed once per template:
-    ``(position, 0)`` for a variable-length field, ``(-1, n)`` for a run of fixed-length fields
-    of n bytes in all (adjacent fixed fields are read as one slice)."""
-    layout: tuple[tuple[int, int], ...] | None = template.plans.get("decode_variable_layout")
-    if layout is None:
-        steps: list[tuple[int, int]] = []
-        run = 0
-        for position, spec in enumerate(template.fields):
-            if spec.is_variable:
-                if run:
-                    steps.append((-1, run))
-                    run = 0
-                steps.append((position, 0))
-            else:
-                run += spec.length
-        if run:
-            steps.append((-1, run))
-        layout = template.plans["decode_variable_layout"] = tuple(steps)
-    return layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,52 +437,20 @@ class DecoderSession:
         self._note_set(group, context, count)
 
     def _add_variable(self, template: Template, context: _Context, body: memoryview) -> int:
-        """Walk records with variable-length fields one by one (RFC 7011 §7): the slow path."""
-        layout = _variable_layout(template)
-        fixed_parts: list[bytes | memoryview] = []
-        values: dict[int, list[bytes]] = {p: [] for p in template.variable_index}
-        offset, end, count = 0, len(body), 0
-        minimum = max(template.min_record_length, 1)
-        while end - offset >= minimum:
-            start = offset
-            record_fixed: list[memoryview] = []
-            record_values: list[tuple[int, bytes]] = []
-            try:
-                for position, size in layout:
-                    if size:  # a run of fixed-length fields
-                        if offset + size > end:
-                            raise IndexError
-                        record_fixed.append(body[offset : offset + size])
-                        offset += size
-                        continue
-                    length = body[offset]
-                    offset += 1
-                    if length == _VARIABLE_LENGTH_LONG:
-                        (length,) = _LONG_LENGTH.unpack_from(body, offset)
-                        offset += 2
-                    if offset + length > end:
-                        raise IndexError
-                    record_values.append((position, bytes(body[offset : offset + length])))
-                    offset += length
-            except (IndexError, struct.error):
-                if any(body[start:]):
-                    self._error(context.exporter, "record_truncated",
-                                f"variable-length record of template {template.template_id} overruns its set",
-                                context)
-                break
-            fixed_parts.extend(record_fixed)
-            for position, value in record_values:
-                values[position].append(value)
-            count += 1
-        if count:
+        """Records with variable-length fields, walked one by one (``variable.py``): the slow path."""
+        walked = walk_records(template, body)
+        if walked.overrun:
+            self._error(context.exporter, "record_truncated",
+                        f"variable-length record of template {template.template_id} overruns its set", context)
+        if walked.count:
             group = self._group(template, context)
             if group.variable is None:
                 group.variable = {p: [] for p in template.variable_index}
-            for position, column in values.items():
+            for position, column in walked.values.items():
                 group.variable[position].extend(column)
-            group.chunks.append(b"".join(fixed_parts))
-            self._note_set(group, context, count)
-        return count
+            group.chunks.append(walked.fixed)
+            self._note_set(group, context, walked.count)
+        return walked.count
 
     def _finish(self, group: Group, options: ExporterOptions | None = None) -> RecordSet:
         template = group.template
