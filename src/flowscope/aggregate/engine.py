@@ -305,8 +305,19 @@ class Engine:
         configured = {_canonical(a) for a in self.config.stats.watched_hosts}
         return sorted((configured | self._watch_added) - self._watch_removed)
 
+    def lent_hosts(self, level: int) -> list[HostState]:
+        """The host statistics of the level's open windows that a background fold holds now:
+        ``lookup_host`` would wait for them (seconds, for the hour of a million hosts)."""
+        lent = []
+        for window in self._open[level].values():
+            hosts = window.views["all"].hosts
+            if hosts is not None and hosts.lent:
+                lent.append(hosts)
+        return lent
+
     def lookup_host(self, address: str, level: int) -> list[dict[str, Any]]:
-        """The host's statistics in every open window of one resolution (oldest first)."""
+        """The host's statistics in every open window of one resolution (oldest first); waits
+        for lent host statistics (see ``lent_hosts``)."""
         found = []
         for start, window in sorted(self._open[level].items()):
             hosts = window.views["all"].hosts

@@ -211,6 +211,10 @@ class HostState:
     def lent(self) -> bool:
         return not self._returned.is_set()
 
+    def wait_returned(self, timeout_s: float | None = None) -> bool:
+        """Wait until lent parts are back (at once if none are lent); False on timeout."""
+        return self._returned.wait(timeout_s)
+
     def lend(self) -> LentParts:
         """Hand the main part and the queue to ``fold_lent`` (on another thread), with a copy of
         the exact part. Until it returns, updates only queue, and reads (``compact``) wait.

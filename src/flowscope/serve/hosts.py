@@ -207,6 +207,10 @@ def _canonical(texts: Iterable[str]) -> set[str]:
     return found
 
 
+_LENT_ROUNDS = 4  # lookups that find host statistics lent to a fold wait this many times outside the lock
+_LENT_WAIT_S = 30.0  # ... each at most this long
+
+
 class EngineHostLookup(ResultHostLookup):
     """``ResultHostLookup`` wired to the engine: its watch list (kept in its checkpoints, so it
     survives a restart), watch/unwatch applied to every open window, and any host of an open
@@ -227,8 +231,20 @@ class EngineHostLookup(ResultHostLookup):
         level = self.levels.get(interval)
         if level is None:
             return None
-        with self.lock:
-            found = self.engine.lookup_host(address, level)
+        for _ in range(_LENT_ROUNDS):
+            with self.lock:
+                lent = self.engine.lent_hosts(level)
+                if not lent:
+                    found = self.engine.lookup_host(address, level)
+                    break
+            # A background fold holds this level's host statistics: wait for it without the
+            # engine lock, which the decoder needs for every batch (a lookup used to stall it
+            # for the whole fold).
+            for hosts in lent:
+                hosts.wait_returned(_LENT_WAIT_S)
+        else:  # folds kept coming: wait under the lock after all, as the engine does
+            with self.lock:
+                found = self.engine.lookup_host(address, level)
         for entry in found:
             if entry.get("start_ms") == start_ms:
                 return {k: v for k, v in entry.items() if k != "start_ms"}

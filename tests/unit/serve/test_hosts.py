@@ -3,18 +3,22 @@ the real ``HostState``, as the engine will publish it), and the host endpoints."
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from tests.unit.serve.world import T0, World, second_0, second_1
 
-from flowscope.aggregate.engine import WindowResult
+from flowscope.aggregate.engine import Engine, EngineConfig, WindowResult
 from flowscope.aggregate.hosts import HostState
 from flowscope.aggregate.state import Rows, TrafficState
 from flowscope.aggregate.stats import StatsSpec
-from flowscope.model import FlowBatch
-from flowscope.serve.hosts import ResultHostLookup
+from flowscope.metrics import Counters
+from flowscope.model import ExporterTable, FlowBatch
+from flowscope.serve.hosts import EngineHostLookup, ResultHostLookup
+from flowscope.store import ResultStore, StoreConfig
 from support.flows import make_batch
 
 API = "/api/v1"
@@ -203,3 +207,59 @@ def test_watching_over_the_api_reaches_the_engine(world: World) -> None:
     assert world.client.delete(f"{API}/hosts/watched/192.0.2.53").status_code == 200
     assert "192.0.2.53" not in world.engine.watched_hosts()
     assert world.client.get(f"{API}/hosts/192.0.2.53").status_code == 404
+
+
+class _Discard:
+    def emit(self, results: list[WindowResult]) -> None:
+        pass
+
+
+def test_a_lookup_waits_for_a_fold_without_holding_the_engine_lock(tmp_path: Path) -> None:
+    """While the background thread folds a window's host statistics (seconds, for the hour of a
+    million hosts), a lookup in that window waits for them, but not under the engine lock: the
+    decoder, which needs the lock for every batch, goes on."""
+    now = [T0]
+    counters = Counters()
+    store = ResultStore(StoreConfig(path=str(tmp_path / "results.db")), counters)
+    store.start()
+    engine = Engine(EngineConfig(offload=True, report_provisional_interval_ms=0, stats=SPEC), _Discard(),
+                    ExporterTable(), counters, clock_ms=lambda: now[0])
+    engine.start()
+    lock = threading.Lock()
+    lookup = EngineHostLookup(store, engine, lock)
+
+    def batch(time_ms: int) -> FlowBatch:
+        return make_batch(4, src_addr="10.0.0.5", dst_addr="192.0.2.9", protocol=6, dst_port=443, packets=3,
+                          bytes=900, time_received=time_ms)
+
+    gate = threading.Event()
+    try:
+        with lock:
+            engine.process(batch(T0 + 100))
+            now[0] = T0 + 2_100
+            engine.tick()  # the first second closes into the minute, whose hosts are then folded
+        engine.wait_background()
+        background = engine._background
+        assert background is not None
+        background.submit("test:gate", gate.wait)  # the background thread is busy until the gate opens
+        with lock:
+            engine.process(batch(T0 + 2_200))
+            now[0] = T0 + 4_000
+            engine.tick()  # the next fold of the minute is queued behind the gate, its hosts lent
+            assert engine.lent_hosts(1)
+        answers: list[dict[str, Any]] = []
+        asking = threading.Thread(target=lambda: answers.append(lookup.lookup("10.0.0.5", "1m", T0 + 4_000)))
+        asking.start()
+        asking.join(0.3)
+        assert asking.is_alive()  # waiting for the fold ...
+        assert lock.acquire(timeout=2)  # ... without the engine lock
+        lock.release()
+        gate.set()
+        asking.join(10)
+        assert not asking.is_alive()
+        [answer] = answers
+        assert answer["source"] == "engine" and answer["stats"]["sent"]["flows"] == 8
+    finally:
+        gate.set()
+        engine.stop()
+        store.stop()
