@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -167,17 +167,6 @@ class _Fields:
         if position is None or not self.records.has(position):
             return None
         return self.records.unsigned(position)
-
-    def cast(self, name: str, dtype: type[np.unsignedinteger[Any]]) -> npt.NDArray[np.unsignedinteger[Any]] | None:
-        """The field converted to ``dtype`` (high bits dropped, as ``astype`` does); integer-sized
-        fields are converted straight from their big-endian column, without a uint64 copy."""
-        position = self.plan.get(name)
-        if position is None or not self.records.has(position):
-            return None
-        column = self.records.fixed[field_name(position)]
-        if column.ndim == 1:
-            return column.astype(dtype)
-        return self.records.unsigned(position).astype(dtype)
 
     def narrow(self, name: str) -> np.ndarray | None:
         """The field's own column if it is an unsigned integer of at most 4 bytes (its values then

@@ -52,6 +52,14 @@ def _mapped_keys(keys: U64, id_map: I64, shift: int) -> U64:
     return mapped
 
 
+def _every_block(parts: list[Any], id_maps: list[I64]) -> tuple[list[Any], list[I64]]:
+    """The blocks of all ``parts`` (``BlockedSets`` or ``BlockedTopCounts``), each with its
+    part's id map: what ``combine`` merges at once."""
+    blocks = [block for part in parts for block in part.blocks]
+    maps = [id_map for part, id_map in zip(parts, id_maps, strict=True) for _ in part.blocks]
+    return blocks, maps
+
+
 def _by_block(ids: I64, starts: I64) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
     """(block, positions of ``ids`` in it) for each block that ``ids`` touch, blocks starting at
     the ids ``starts`` (sorted, ``starts[0] == 0``)."""
@@ -93,9 +101,7 @@ class BlockedSets:
     @classmethod
     def combine(cls, kind: Kind, parts: list[BlockedSets], id_maps: list[I64]) -> BlockedSets:
         """The union of many (small, queued) parts at once, part i's ids mapped through ``id_maps[i]``."""
-        blocks = [block for part in parts for block in part.blocks]
-        maps = [id_map for part, id_map in zip(parts, id_maps, strict=True) for _ in part.blocks]
-        return cls.of(SketchSet.combine(kind, blocks, maps))
+        return cls.of(SketchSet.combine(kind, *_every_block(parts, id_maps)))
 
     @property
     def entries(self) -> int:
@@ -251,9 +257,7 @@ class BlockedTopCounts:
 
     @classmethod
     def combine(cls, slots: int, parts: list[BlockedTopCounts], id_maps: list[I64]) -> BlockedTopCounts:
-        blocks = [block for part in parts for block in part.blocks]
-        maps = [id_map for part, id_map in zip(parts, id_maps, strict=True) for _ in part.blocks]
-        return cls.of(TopCounts.combine(slots, blocks, maps))
+        return cls.of(TopCounts.combine(slots, *_every_block(parts, id_maps)))
 
     @property
     def entries(self) -> int:

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define PAD 64       /* zero bytes after the joined payloads, as headerwalk._PAD */
-#define MAX_SETS 16  /* sets per message walked here, as headerwalk._MAX_SETS */
+#define MAX_SETS 16  /* sets per message walked here, as walkkernel.MAX_SETS */
 #define V5_HEADER 24
 #define V5_RECORD 48
 #define V9_HEADER 20

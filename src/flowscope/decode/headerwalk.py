@@ -26,7 +26,7 @@ from flowscope.model import Datagram
 _PAD = bytes(64)  # after the joined payloads: header reads of short datagrams stay in the buffer
 _V5_HEADER, _V5_RECORD = 24, V5_TEMPLATE.fixed_length
 _V9_HEADER, _IPFIX_HEADER = 20, 16
-_MAX_SETS = 16  # sets per message walked here; a message with more goes the per-message path
+_MAX_SETS = walkkernel.MAX_SETS  # sets per message walked here; with more: the per-message path
 _FEW_MESSAGES = 48  # messages with more sets walked in Python (≈ 0.3 µs a set, a numpy step ≈ 25 µs)
 _SET_HEADER = struct.Struct("!HH")
 MAX_EXPORTERS = 1 << 13  # exporter codes fit in the 64-bit set key (see _keys)

@@ -35,8 +35,8 @@ KERNEL: ModuleType | None = _kernel
 FILL_COLUMNS = ("time_received", "time_start", "time_end", "exporter", "src_addr", "dst_addr", "src_port",
                  "dst_port", "protocol", "tcp_flags", "tos", "packets", "bytes", "in_if", "out_if", "src_as",
                  "dst_as", "sampling_rate")
-# The columns of ``scan``'s per-datagram header table.
-_CODE, _DOMAIN, _SEQUENCE, _EXPORT, _UPTIME, _RECEIVED, _COUNT, _SAMPLING, _SCOPE = range(9)
+# The columns of ``scan``'s per-datagram header table read here (its layout: see ``scan``'s doc).
+_SEQUENCE, _COUNT, _SCOPE = 2, 6, 8
 
 
 def decode_flows(session: DecoderSession, datagrams: Sequence[Datagram], *, apply_sampling: bool) -> FlowBatch | None:

@@ -28,7 +28,7 @@ except ImportError:  # not built (no C compiler at install time): the numpy walk
     _kernel = None
 
 KERNEL: ModuleType | None = _kernel
-MAX_SETS = 16  # sets per message the kernel walks (headerwalk._MAX_SETS)
+MAX_SETS = 16  # sets per message either header pass walks (MAX_SETS in _walkkernel.c)
 # The columns of ``Headers.heads`` and ``Headers.sets``.
 CODE, VCODE, ELIGIBLE, DOMAIN, SEQUENCE, EXPORT, UPTIME, RECEIVED, SAMPLING, H2, VERSION = range(11)
 SET_DATAGRAM, SET_ID, SET_START, SET_LENGTH, SET_TEMPLATE = range(5)
